@@ -1,0 +1,1 @@
+"""Triton kernels of lstm-triton (installed as ``lstm_triton.kernels``): @triton.jit code only."""

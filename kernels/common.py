@@ -1,0 +1,54 @@
+"""Shared @triton.jit helpers: activations, the gate split, and the bounded grid barrier."""
+
+import triton
+import triton.language as tl
+
+# Counter value written on a barrier time-out: above any target P * T a launch can reach, so
+# every later wait of every program passes at once and the kernel finishes instead of hanging.
+BARRIER_POISON = tl.constexpr(1 << 30)
+
+
+@triton.jit
+def _sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def _tanh(x):
+    # Triton 3.6 has no tl.math.tanh and libdevice.tanh fails under the interpreter.
+    return 2.0 * _sigmoid(2.0 * x) - 1.0
+
+
+@triton.jit
+def _split_gates(g, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """[BLOCK_B, 4*BLOCK_H] gate pre-activations -> i, f, g, o, each [BLOCK_B, BLOCK_H].
+
+    Column j of a program holds gate 2*g1 + g0 of unit u, j = g1*2*BLOCK_H + 2*u + g0
+    (``lstm_triton.layout`` packs the weights so): both splits then stay inside a thread's
+    registers for the mma accumulator layout (columns n, n+1 and n, n+2*BLOCK_H)."""
+    g_ig, g_fo = tl.split(tl.reshape(g, (BLOCK_B, 2, BLOCK_H, 2)))
+    g_i, g_g = tl.split(tl.permute(g_ig, (0, 2, 1)))
+    g_f, g_o = tl.split(tl.permute(g_fo, (0, 2, 1)))
+    return g_i, g_f, g_g, g_o
+
+
+@triton.jit
+def _grid_barrier(p_cnt, p_err, target, max_spins):
+    """Wait until all programs of a group have arrived; ``target`` = group size x barriers so far.
+
+    ``p_cnt`` is the group's int32 counter (zeroed before the launch) and every program of the
+    group must be resident (the launcher makes sure). A wait longer than ``max_spins`` polls sets
+    ``*p_err`` and poisons the counter: the kernel then finishes with garbage, which the host
+    reports as a RuntimeError, instead of hanging the GPU."""
+    tl.debug_barrier()  # every thread's stores of this step are issued
+    tl.atomic_add(p_cnt, 1, sem="release", scope="gpu")
+    # An atomic with an unused result may be deleted: the polled value is used below.
+    cur = tl.atomic_add(p_cnt, 0, sem="acquire", scope="gpu")
+    spins = 0
+    while (cur < target) & (spins < max_spins):
+        cur = tl.atomic_add(p_cnt, 0, sem="acquire", scope="gpu")
+        spins += 1
+    if cur < target:
+        tl.atomic_max(p_cnt, BARRIER_POISON)
+        tl.atomic_or(p_err, 1)
+    tl.debug_barrier()

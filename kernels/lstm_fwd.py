@@ -1,0 +1,151 @@
+"""Persistent LSTM forward recurrence: one program per (hidden slice, batch tile, direction).
+
+Program ``(p, b, d)`` owns hidden units ``[p*BLOCK_H, (p+1)*BLOCK_H)`` of all four gates of
+direction ``d`` for the ``BLOCK_B`` rows of batch tile ``b``. Its slice of ``W_hh^T`` is loaded
+once, before the time loop, and stays on chip; ``c`` stays in registers. ``h_t`` is exchanged
+through the output ``y``: every program stores its slice, passes the group's grid barrier and
+reads the full ``h_t`` row back (every address of ``y`` is written once, so no double buffer).
+
+Two launch modes, one body: persistent (all steps in one launch, ``USE_BARRIER`` when the group
+has more than one program) and stepwise (one launch per step, the launch boundary is the
+barrier; for Triton's interpreter, which runs programs one after another).
+"""
+
+import triton
+import triton.language as tl
+
+from .common import _grid_barrier, _sigmoid, _split_gates, _tanh
+
+
+@triton.jit
+def _h_offsets(o_row, m_row, H: tl.constexpr, H_PAD: tl.constexpr, SPLIT_K: tl.constexpr):
+    """Offsets and mask of a full hidden row per batch row, shaped as the matmul's left operand:
+    [BLOCK_B, H_PAD], or [SPLIT_K, BLOCK_B, H_PAD // SPLIT_K] for a split-K dot."""
+    if SPLIT_K == 1:
+        o_k = tl.arange(0, H_PAD)
+        return o_row[:, None] + o_k[None, :], m_row[:, None] & (o_k < H)[None, :]
+    else:
+        KS: tl.constexpr = H_PAD // SPLIT_K
+        o_k = tl.arange(0, SPLIT_K)[:, None, None] * KS + tl.arange(0, KS)[None, None, :]
+        return o_row[None, :, None] + o_k, m_row[None, :, None] & (o_k < H)
+
+
+@triton.jit
+def _load_w(p_w, n_cols, H_PAD: tl.constexpr, N: tl.constexpr, SPLIT_K: tl.constexpr):
+    """This program's [H_PAD, N] slice of the packed W_hh^T (row stride ``n_cols``), shaped as
+    the matmul's right operand: [H_PAD, N] or [SPLIT_K, H_PAD // SPLIT_K, N]."""
+    o_n = tl.arange(0, N)
+    if SPLIT_K == 1:
+        o_k = tl.arange(0, H_PAD)
+        return tl.load(p_w + o_k[:, None] * n_cols + o_n[None, :])
+    else:
+        KS: tl.constexpr = H_PAD // SPLIT_K
+        o_k = tl.arange(0, SPLIT_K)[:, None, None] * KS + tl.arange(0, KS)[None, :, None]
+        return tl.load(p_w + o_k * n_cols + o_n[None, None, :])
+
+
+@triton.jit
+def _recurrent_matmul(b_h, b_w, SPLIT_K: tl.constexpr, USE_FMA: tl.constexpr, PRECISION: tl.constexpr):
+    """h_{t-1} @ W_hh^T slice -> [BLOCK_B, N] fp32."""
+    if USE_FMA:  # broadcast-multiply and reduce on CUDA cores: beats tl.dot at one batch row
+        return tl.sum(b_h.to(tl.float32)[:, :, None] * b_w[None, :, :], axis=1)
+    elif SPLIT_K == 1:
+        return tl.dot(b_h, b_w, input_precision=PRECISION)
+    else:  # warp s reduces K-chunk s, then one cross-warp sum
+        return tl.sum(tl.dot(b_h, b_w, input_precision=PRECISION), axis=0)
+
+
+@triton.jit(do_not_specialize=["T", "B", "s_begin", "n_steps", "b_tile0", "d0", "max_spins"])
+def _lstm_fwd_kernel(
+    p_x,  # [T, B, DIRS, n_cols] input projection in kernel column order (strides below)
+    p_w,  # [DIRS, H_PAD, n_cols] packed W_hh^T, activation dtype
+    p_h0,  # [DIRS, B, H] initial hidden state (read when USE_INITIAL_STATE)
+    p_c,  # [DIRS, B, H] fp32 cell state: read at s_begin, written after the last step
+    p_y,  # [T, B, DIRS * H] output, also the h exchange buffer (strides below)
+    p_hn,  # [DIRS, B, H] hidden state after the last step of the launch
+    p_cnt,  # [DIRS, cdiv(B, BLOCK_B)] int32 barrier counters, zeroed before the launch
+    p_err,  # [1] int32, set on a barrier time-out
+    T,
+    B,
+    s_begin,
+    n_steps,
+    b_tile0,
+    d0,
+    max_spins,
+    stride_xt,
+    stride_xb,
+    stride_yt,
+    stride_yb,
+    H: tl.constexpr,
+    H_PAD: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+    USE_FMA: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr,
+    USE_BARRIER: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    """Steps ``s_begin .. s_begin + n_steps - 1``; direction 1 walks time backwards
+    (step s is time T - 1 - s). UPCAST: compute on fp32 copies of 16-bit operands (the
+    interpreter's bf16 arithmetic is wrong; products of 16-bit floats are exact in fp32)."""
+    pid_p = tl.program_id(0)
+    n_prog = tl.num_programs(0)
+    b_tile = tl.program_id(1) + b_tile0
+    d = tl.program_id(2) + d0
+    N: tl.constexpr = 4 * BLOCK_H
+    n_cols = n_prog * N
+
+    b_w = _load_w(p_w + d * H_PAD * n_cols + pid_p * N, n_cols, H_PAD, N, SPLIT_K)
+    if USE_FMA or UPCAST:
+        b_w = b_w.to(tl.float32)
+
+    o_b = b_tile * BLOCK_B + tl.arange(0, BLOCK_B)
+    m_b = o_b < B
+    o_b64 = o_b.to(tl.int64)
+    o_unit = pid_p * BLOCK_H + tl.arange(0, BLOCK_H)
+    m_s = m_b[:, None] & (o_unit < H)[None, :]
+    o_s = d * B * H + o_b[:, None] * H + o_unit[None, :]  # own slice of [DIRS, B, H]
+    o_ys = o_b64[:, None] * stride_yb + d * H + o_unit[None, :]  # own slice of y[t]
+    o_yh, m_h = _h_offsets(o_b64 * stride_yb + d * H, m_b, H, H_PAD, SPLIT_K)  # full row of y[t]
+    o_x = o_b64[:, None] * stride_xb + d * n_cols + pid_p * N + tl.arange(0, N)[None, :]
+    m_x = m_b[:, None]
+
+    c = tl.load(p_c + o_s, mask=m_s, other=0.0)
+    # h_{t-1} of the first step: the initial state, or the previous launch's output
+    if s_begin == 0:
+        if USE_INITIAL_STATE:
+            o_h0, m_h0 = _h_offsets(d * B * H + o_b * H, m_b, H, H_PAD, SPLIT_K)
+            b_h = tl.load(p_h0 + o_h0, mask=m_h0, other=0.0)
+        else:
+            b_h = tl.zeros(o_yh.shape, dtype=p_y.dtype.element_ty)
+    else:
+        t_prev = s_begin - 1 + d * (T - 2 * s_begin + 1)
+        b_h = tl.load(p_y + t_prev.to(tl.int64) * stride_yt + o_yh, mask=m_h, other=0.0, cache_modifier=".cg")
+    h = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
+
+    s_end = s_begin + n_steps
+    t = s_begin + d * (T - 1 - 2 * s_begin)
+    b_x = tl.load(p_x + t.to(tl.int64) * stride_xt + o_x, mask=m_x, other=0.0)
+    for s in range(s_begin, s_end):
+        if UPCAST:
+            b_h = b_h.to(tl.float32)
+        g = _recurrent_matmul(b_h, b_w, SPLIT_K, USE_FMA, PRECISION) + b_x.to(tl.float32)
+        g_i, g_f, g_g, g_o = _split_gates(g, BLOCK_B, BLOCK_H)
+        c = _sigmoid(g_f) * c + _sigmoid(g_i) * _tanh(g_g)
+        h = _sigmoid(g_o) * _tanh(c)
+        p_yt = p_y + t.to(tl.int64) * stride_yt
+        tl.store(p_yt + o_ys, h.to(p_y.dtype.element_ty), mask=m_s)
+        # next step's projection is loaded before the barrier: its latency hides behind the wait
+        more = s + 1 < s_end
+        t_next = t + 1 - 2 * d
+        b_x = tl.load(p_x + t_next.to(tl.int64) * stride_xt + o_x, mask=m_x & more, other=0.0)
+        if USE_BARRIER:
+            _grid_barrier(p_cnt + d * tl.cdiv(B, BLOCK_B) + b_tile, p_err, n_prog * (s - s_begin + 1), max_spins)
+        # .cg: read through L2, never from this SM's L1, which other programs' stores bypass
+        b_h = tl.load(p_yt + o_yh, mask=m_h & more, other=0.0, cache_modifier=".cg")
+        t = t_next
+
+    tl.store(p_hn + o_s, h.to(p_hn.dtype.element_ty), mask=m_s)
+    tl.store(p_c + o_s, c, mask=m_s)

@@ -1,0 +1,8 @@
+"""lstm-triton: persistent LSTM and BiLSTM kernels in Triton, as a drop-in ``torch.nn.LSTM``."""
+
+from .configs import LSTMConfig
+from .launch import BarrierTimeoutError
+from .module import LSTM
+
+__all__ = ["LSTM", "LSTMConfig", "BarrierTimeoutError"]
+__version__ = "0.1.0"

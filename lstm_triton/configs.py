@@ -1,0 +1,174 @@
+"""Launch configs of the recurrent kernels: what a config is, which ones fit a chip, and the
+heuristic that picks one from the shape, the dtype and the chip."""
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ._env import interpreting, next_pow2
+from .layout import MIN_DOT_K, num_programs, padded_hidden
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    """``block_h`` hidden units (of all four gates) per program, ``block_b`` batch rows per
+    program; the recurrent matmul is a ``tl.dot`` whose reduction is split over ``split_k``
+    warps, or (``use_fma``) a broadcast multiply-add on CUDA cores with the weights in fp32
+    registers."""
+
+    block_h: int
+    block_b: int
+    split_k: int = 1
+    use_fma: bool = False
+    num_warps: int = 4
+
+    def programs(self, hidden_size: int) -> int:
+        """Programs per barrier group: the hidden split ``P``."""
+        return num_programs(hidden_size, self.block_h)
+
+
+@dataclass(frozen=True)
+class Chip:
+    """What the launcher needs to know of a GPU."""
+
+    name: str
+    n_sm: int
+    smem_per_block: int  # bytes a program may use (the opt-in limit)
+    regs_per_sm: int = 65536
+
+
+H200 = Chip("NVIDIA H200", n_sm=132, smem_per_block=232448)
+# The interpreter runs programs one after another: no co-residency, no on-chip limits.
+INTERPRETER = Chip("Triton interpreter", n_sm=1 << 16, smem_per_block=1 << 40, regs_per_sm=1 << 40)
+
+# Smallest batch tile a tensor-core dot is given; one batch row takes the FMA path.
+MIN_DOT_BLOCK_B = 8
+MAX_BLOCK_B = 32
+WIDE_BLOCK_B = 32  # batch tiles this tall get 8 warps on the dot path
+EXACT_FP32_WIDE_H, EXACT_FP32_WIDE_BLOCK_H = 512, 8  # exact fp32 dots at H >= 512: 8 units a program
+# Registers one thread may spend on the fp32 weight slice of the FMA path.
+MAX_FMA_WEIGHT_REGS = 160
+
+
+def chip_of(device: torch.device) -> Chip:
+    if device.type != "cuda":
+        return INTERPRETER
+    p = torch.cuda.get_device_properties(device)
+    smem = getattr(p, "shared_memory_per_block_optin", 0) or p.shared_memory_per_block
+    return Chip(p.name, p.multi_processor_count, smem, getattr(p, "regs_per_multiprocessor", 65536))
+
+
+def check_config(config: LSTMConfig, hidden_size: int) -> None:
+    """Raise ValueError for a config the kernel cannot compile for this hidden size."""
+    h_pad = padded_hidden(hidden_size)
+    for name in ("block_h", "block_b", "split_k", "num_warps"):
+        v = getattr(config, name)
+        if v < 1 or v & (v - 1):
+            raise ValueError(f"LSTMConfig.{name} must be a power of two, got {v}")
+    if config.use_fma and config.split_k != 1:
+        raise ValueError("LSTMConfig: use_fma and split_k > 1 exclude each other")
+    if not config.use_fma and h_pad // config.split_k < MIN_DOT_K:
+        raise ValueError(
+            f"LSTMConfig.split_k={config.split_k} leaves a dot reduction of {h_pad // config.split_k} "
+            f"< {MIN_DOT_K} for hidden_size={hidden_size}"
+        )
+    if config.block_h > h_pad:
+        raise ValueError(f"LSTMConfig.block_h={config.block_h} exceeds the padded hidden size {h_pad}")
+
+
+def smem_estimate(config: LSTMConfig, hidden_size: int, elem_bytes: int) -> int:
+    """Shared memory a program of the dot path needs (Triton keeps the loop-invariant weight
+    slice and the h operand there), in bytes; the FMA path keeps its weights in registers."""
+    h_pad = padded_hidden(hidden_size)
+    if config.use_fma:
+        return 4 * config.block_b * 4 * config.block_h * 4  # the reduction's scratch
+    return (h_pad * 4 * config.block_h + config.block_b * h_pad) * elem_bytes
+
+
+def fma_weight_regs(config: LSTMConfig, hidden_size: int) -> int:
+    return padded_hidden(hidden_size) * 4 * config.block_h // (32 * config.num_warps)
+
+
+def fits(config: LSTMConfig, hidden_size: int, dtype: torch.dtype, chip: Chip) -> bool:
+    """One rule for every candidate: the program fits on one SM and its barrier group is
+    co-resident (one program per SM)."""
+    if config.programs(hidden_size) > chip.n_sm:
+        return False
+    if config.use_fma and fma_weight_regs(config, hidden_size) > MAX_FMA_WEIGHT_REGS:
+        return False
+    return smem_estimate(config, hidden_size, dtype.itemsize) <= chip.smem_per_block
+
+
+def _start(h_pad: int, batch: int) -> LSTMConfig:
+    """The spike's best measured layouts on the H200 (bf16, one direction), by size class."""
+    if h_pad <= 128:
+        return LSTMConfig(block_h=h_pad, block_b=min(max(next_pow2(batch), MIN_DOT_BLOCK_B), MAX_BLOCK_B))
+    if batch == 1:
+        return LSTMConfig(block_h=8, block_b=1, use_fma=True, num_warps=8)
+    if batch <= MIN_DOT_BLOCK_B:
+        return LSTMConfig(block_h=8, block_b=MIN_DOT_BLOCK_B, split_k=4)
+    block_h = 16 if h_pad >= 1024 else 32
+    block_b = 16 if (batch <= 64 and h_pad < 1024) else MAX_BLOCK_B
+    return LSTMConfig(block_h=block_h, block_b=block_b)
+
+
+def _exact_fp32(cfg: LSTMConfig, h_pad: int) -> LSTMConfig:
+    """Exact fp32 dots run on CUDA cores and spill unless each warp reduces a short K-chunk
+    of a short batch tile for few hidden units (sm_90 compile check)."""
+    if cfg.use_fma:
+        return cfg
+    return replace(
+        cfg,
+        block_h=min(cfg.block_h, _max_block_h(h_pad, True)),
+        block_b=min(cfg.block_b, MIN_DOT_BLOCK_B),
+        split_k=min(8, h_pad // MIN_DOT_K),
+        num_warps=8,
+    )
+
+
+def _max_block_h(h_pad: int, exact_fp32: bool) -> int:
+    return EXACT_FP32_WIDE_BLOCK_H if (exact_fp32 and h_pad >= EXACT_FP32_WIDE_H) else h_pad
+
+
+def heuristic(
+    hidden_size: int, batch: int, dirs: int, dtype: torch.dtype, chip: Chip, exact_fp32: bool = False
+) -> LSTMConfig | None:
+    """A config for this shape on this chip, or None when no config keeps the weights on chip
+    (the caller then runs PyTorch's LSTM). ``exact_fp32``: float32 dots without TF32."""
+    h_pad = padded_hidden(hidden_size)
+    if chip is INTERPRETER:  # fewest programs: the interpreter's cost is per program and step
+        return LSTMConfig(block_h=h_pad, block_b=min(next_pow2(batch), MAX_BLOCK_B))
+    cfg = _start(h_pad, batch)
+    if cfg.use_fma and (dirs * cfg.programs(hidden_size) > chip.n_sm or not fits(cfg, hidden_size, dtype, chip)):
+        cfg = _start(h_pad, MIN_DOT_BLOCK_B)  # the split-K dot of small batches
+    exact_fp32 = exact_fp32 and dtype == torch.float32
+    if exact_fp32:
+        cfg = _exact_fp32(cfg, h_pad)
+    # fewer, fatter programs while the whole grid is not co-resident and the slice still fits
+    n_tiles = -(-batch // cfg.block_b)
+    while dirs * n_tiles * cfg.programs(hidden_size) > chip.n_sm and cfg.block_h < _max_block_h(h_pad, exact_fp32):
+        wider = replace(cfg, block_h=cfg.block_h * 2)
+        if not fits(wider, hidden_size, dtype, chip):
+            break
+        cfg = wider
+    # then the widest hidden slice, with the largest batch tile, that fits
+    block_h = cfg.block_h
+    while block_h >= 1 and num_programs(hidden_size, block_h) <= chip.n_sm:
+        block_b = cfg.block_b
+        while block_b >= min(cfg.block_b, MIN_DOT_BLOCK_B):
+            cand = replace(cfg, block_h=block_h, block_b=block_b)
+            if fits(cand, hidden_size, dtype, chip):
+                if not cand.use_fma and block_b >= WIDE_BLOCK_B:
+                    cand = replace(cand, num_warps=8)  # 4 warps spill on these tiles (sm_90 compile check)
+                check_config(cand, hidden_size)
+                return cand
+            block_b //= 2
+        block_h //= 2
+    return None
+
+
+def select_config(hidden_size: int, batch: int, dirs: int, dtype: torch.dtype, device: torch.device):
+    """The config the module runs: the heuristic (tuned configs come later), one under the
+    interpreter."""
+    chip = INTERPRETER if interpreting() else chip_of(device)
+    return heuristic(hidden_size, batch, dirs, dtype, chip, exact_fp32=not torch.backends.cudnn.allow_tf32)

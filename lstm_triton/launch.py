@@ -1,0 +1,206 @@
+"""The recurrent launcher: checks, allocation, grid and launch plan, the kernel call."""
+
+import torch
+import triton
+
+from ._env import interpreting
+from .configs import INTERPRETER, Chip, LSTMConfig, check_config, chip_of
+from .kernels.lstm_fwd import _lstm_fwd_kernel
+from .layout import padded_hidden
+
+# Polls before a barrier wait gives up (a few seconds on a GPU): only a bug gets there, since
+# every program of a group is resident (cooperative launch).
+BARRIER_MAX_SPINS = 1 << 22
+
+PERSISTENT, STEPWISE = "persistent", "stepwise"
+
+
+class BarrierTimeoutError(RuntimeError):
+    """The programs of a barrier group did not all arrive: the kernel's results are invalid."""
+
+
+def dot_precision(dtype: torch.dtype, exact_fp32: bool) -> str:
+    """tl.dot's input precision: TF32 for float32 unless exact fp32 is asked for (16-bit
+    dtypes ignore it)."""
+    return "ieee" if (dtype == torch.float32 and exact_fp32) else "tf32"
+
+
+def launch_groups(n_prog: int, n_tiles: int, dirs: int, chip: Chip) -> list[tuple[int, int, int, int]]:
+    """Split the (batch tile, direction) barrier groups into launches whose programs are all
+    co-resident, one program per SM: ``(b_tile0, n_tiles, d0, n_dirs)`` per launch."""
+    per_launch = chip.n_sm // n_prog
+    if per_launch < 1:
+        raise ValueError(f"{n_prog} programs per barrier group exceed the {chip.n_sm} SMs of {chip.name}")
+    if n_tiles * dirs <= per_launch:
+        return [(0, n_tiles, 0, dirs)]
+    return [(b0, min(per_launch, n_tiles - b0), d, 1) for d in range(dirs) for b0 in range(0, n_tiles, per_launch)]
+
+
+def fwd_kernel_args(
+    xp,
+    w_hh,
+    h0,
+    c,
+    y,
+    h_n,
+    cnt,
+    err,
+    config: LSTMConfig,
+    *,
+    hidden_size: int,
+    s_begin: int,
+    n_steps: int,
+    b_tile0: int,
+    d0: int,
+    barrier: bool,
+    max_spins: int,
+    interp: bool,
+    exact_fp32: bool,
+):
+    """The forward kernel's arguments, shared by the launcher and the ahead-of-time compile check
+    (which must specialize the kernel exactly as a launch does)."""
+    T, B, _ = xp.shape
+    args = (
+        xp,
+        w_hh,
+        h0 if h0 is not None else h_n,
+        c,
+        y,
+        h_n,
+        cnt,
+        err,
+        T,
+        B,
+        s_begin,
+        n_steps,
+        b_tile0,
+        d0,
+        max_spins,
+        xp.stride(0),
+        xp.stride(1),
+        y.stride(0),
+        y.stride(1),
+    )
+    kwargs = dict(
+        H=hidden_size,
+        H_PAD=w_hh.shape[1],
+        BLOCK_H=config.block_h,
+        BLOCK_B=config.block_b,
+        SPLIT_K=config.split_k,
+        USE_FMA=config.use_fma,
+        USE_INITIAL_STATE=h0 is not None,
+        USE_BARRIER=barrier,
+        PRECISION=dot_precision(xp.dtype, exact_fp32),
+        UPCAST=interp and xp.dtype != torch.float32,
+        num_warps=config.num_warps,
+        launch_cooperative_grid=barrier and not interp,
+    )
+    return args, kwargs
+
+
+def lstm_recurrent_fwd(
+    xp: torch.Tensor,
+    w_hh: torch.Tensor,
+    h0: torch.Tensor | None,
+    c0: torch.Tensor | None,
+    config: LSTMConfig,
+    *,
+    hidden_size: int,
+    out: torch.Tensor | None = None,
+    mode: str | None = None,
+    exact_fp32: bool | None = None,
+    max_spins: int = BARRIER_MAX_SPINS,
+):
+    """Run the recurrence of one layer, all directions.
+
+    xp:   [T, B, DIRS * n_cols] input projection in kernel column order (last dim contiguous;
+          a transposed view of a batch-first tensor is fine)
+    w_hh: [DIRS, H_PAD, n_cols] packed W_hh^T (``layout.pack_layer``), dtype of xp
+    h0, c0: [DIRS, B, H] initial states or None (zeros)
+    out:  optional [T, B, DIRS * H] tensor (last dim contiguous) to write the output into
+    mode: PERSISTENT (one launch, grid barrier) or STEPWISE (a launch per step); default
+          persistent on GPU, stepwise under the interpreter when P > 1.
+    exact_fp32: float32 dots without TF32; default: ``not torch.backends.cudnn.allow_tf32``,
+          as cuDNN decides.
+    Returns y [T, B, DIRS * H], h_n [DIRS, B, H], c_n [DIRS, B, H], all in xp's dtype.
+    """
+    T, B, _ = xp.shape
+    dirs, h_pad, n_cols = w_hh.shape
+    H = hidden_size
+    dtype, dev = xp.dtype, xp.device
+    check_config(config, H)
+    n_prog = config.programs(H)
+    if h_pad != padded_hidden(H) or n_cols != 4 * config.block_h * n_prog or xp.shape[2] != dirs * n_cols:
+        raise ValueError(
+            f"packed shapes {tuple(xp.shape)} / {tuple(w_hh.shape)} do not match hidden_size={H} and {config}"
+        )
+    if w_hh.dtype != dtype or xp.stride(2) != 1 or not w_hh.is_contiguous():
+        raise ValueError("xp and w_hh must share a dtype; xp's last dim and w_hh must be contiguous")
+    y = out if out is not None else torch.empty(T, B, dirs * H, device=dev, dtype=dtype)
+    if y.shape != (T, B, dirs * H) or y.stride(2) != 1 or y.dtype != dtype:
+        raise ValueError(f"out must be a [{T}, {B}, {dirs * H}] {dtype} tensor with a contiguous last dim")
+    h_n = torch.empty(dirs, B, H, device=dev, dtype=dtype)
+    c = torch.zeros(dirs, B, H, device=dev, dtype=torch.float32)  # the kernel's cell state, in and out
+    if c0 is not None:
+        c.copy_(c0)
+    if T == 0 or B == 0:
+        return y, h_n.zero_() if h0 is None else h_n.copy_(h0), c.to(dtype)
+
+    interp = interpreting()
+    if exact_fp32 is None:
+        exact_fp32 = not torch.backends.cudnn.allow_tf32
+    if mode is None:
+        mode = STEPWISE if (interp and n_prog > 1) else PERSISTENT
+    n_tiles = triton.cdiv(B, config.block_b)
+    cnt = torch.zeros(dirs, n_tiles, device=dev, dtype=torch.int32)
+    err = torch.zeros(1, device=dev, dtype=torch.int32)
+    # the interpreter runs the barrier even for P = 1, so CPU tests cover its code
+    use_barrier = mode == PERSISTENT and (n_prog > 1 or interp)
+    chip = INTERPRETER if interp else chip_of(dev)
+
+    def launch(s_begin, n_steps, b_tile0, nb, d0, nd, barrier):
+        args, kwargs = fwd_kernel_args(
+            xp,
+            w_hh,
+            h0,
+            c,
+            y,
+            h_n,
+            cnt,
+            err,
+            config,
+            hidden_size=H,
+            s_begin=s_begin,
+            n_steps=n_steps,
+            b_tile0=b_tile0,
+            d0=d0,
+            barrier=barrier,
+            max_spins=max_spins,
+            interp=interp,
+            exact_fp32=exact_fp32,
+        )
+        _lstm_fwd_kernel[(n_prog, nb, nd)](*args, **kwargs)
+
+    if mode == PERSISTENT:
+        for b_tile0, nb, d0, nd in launch_groups(n_prog, n_tiles, dirs, chip):
+            launch(0, T, b_tile0, nb, d0, nd, use_barrier)
+    elif mode == STEPWISE:
+        for s in range(T):
+            launch(s, 1, 0, n_tiles, 0, dirs, False)
+    else:
+        raise ValueError(f"mode must be {PERSISTENT!r} or {STEPWISE!r}, got {mode!r}")
+    if use_barrier:
+        raise_on_timeout(err)
+    return y, h_n, c.to(dtype)
+
+
+def raise_on_timeout(err: torch.Tensor) -> None:
+    """Raise BarrierTimeoutError if a barrier timed out (reads the flag: a host sync), except
+    while a CUDA graph is being captured, where no sync is allowed."""
+    if err.is_cuda and torch.cuda.is_current_stream_capturing():
+        return
+    if int(err.item()):
+        raise BarrierTimeoutError(
+            "lstm_triton: the recurrent kernel's grid barrier timed out (its programs were not all "
+            "resident on the GPU); its outputs are invalid. The GPU is still usable."
+        )

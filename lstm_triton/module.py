@@ -1,0 +1,196 @@
+"""``lstm_triton.LSTM``: ``torch.nn.LSTM`` with its recurrence on our persistent kernels."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
+
+from ._env import interpreting
+from .configs import LSTMConfig, select_config
+from .launch import lstm_recurrent_fwd
+from .layout import PackedLayer, pack_layer
+
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+class LSTM(nn.LSTM):
+    """A drop-in ``torch.nn.LSTM``: the same constructor, parameters, initialisation,
+    state_dict and ``forward(input, hx=None) -> (output, (h_n, c_n))``.
+
+    float32 / bfloat16 / float16 tensors on a CUDA GPU (or on the CPU under Triton's
+    interpreter) run one persistent kernel per layer for all directions; everything else
+    (float64, CPU tensors, ``proj_size > 0``, PackedSequence input, shapes whose weights do
+    not fit on chip) runs PyTorch's own LSTM, so the module always works.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._packed: dict[int, tuple[tuple, PackedLayer]] = {}
+
+    @classmethod
+    def from_torch(cls, module: nn.LSTM) -> "LSTM":
+        """A copy of ``module`` (same hyper-parameters, weights, device, dtype and mode)."""
+        if not isinstance(module, nn.LSTM):
+            raise TypeError(f"from_torch expects a torch.nn.LSTM, got {type(module).__name__}")
+        w = module.weight_ih_l0
+        new = cls(
+            module.input_size,
+            module.hidden_size,
+            module.num_layers,
+            bias=module.bias,
+            batch_first=module.batch_first,
+            dropout=module.dropout,
+            bidirectional=module.bidirectional,
+            proj_size=module.proj_size,
+            device=w.device,
+            dtype=w.dtype,
+        )
+        new.load_state_dict(module.state_dict())
+        return new.train(module.training)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_packed"] = {}  # a cache of the weights in kernel layout: rebuilt on demand
+        return state
+
+    def _uses_kernels(self, input) -> bool:
+        if isinstance(input, PackedSequence) or self.proj_size > 0 or input.dtype not in KERNEL_DTYPES:
+            return False
+        return input.device.type == "cuda" or (input.device.type == "cpu" and interpreting())
+
+    def forward(self, input, hx=None):
+        if isinstance(input, PackedSequence):
+            return super().forward(input, hx)
+        batched = _check_forward_args(self, input, hx)
+        if not self._uses_kernels(input):
+            return super().forward(input, hx)
+        x = input if batched else input.unsqueeze(1)
+        if not batched and hx is not None:
+            hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        if self.batch_first and batched:
+            x = x.transpose(0, 1)  # a view: the kernels take time-major strides
+        T, B = x.shape[:2]
+        config = select_config(self.hidden_size, B, self.num_directions, x.dtype, x.device)
+        if config is None:
+            return super().forward(input, hx)
+        if torch.is_grad_enabled() and (
+            x.requires_grad
+            or any(p.requires_grad for p in self._flat_weights)
+            or (hx is not None and (hx[0].requires_grad or hx[1].requires_grad))
+        ):
+            raise NotImplementedError(
+                "lstm_triton.LSTM: training (autograd through the recurrence) needs the backward kernel, "
+                "which is not available yet; run inference under torch.no_grad() or torch.inference_mode()"
+            )
+        y, h_n, c_n = self._run(x, hx, config)
+        if self.batch_first and batched:
+            y = y.transpose(0, 1)
+        if not batched:
+            y, h_n, c_n = y.squeeze(1), h_n.squeeze(1), c_n.squeeze(1)
+        return y, (h_n, c_n)
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def _run(self, x, hx, config: LSTMConfig):
+        """x: [T, B, I] time-major (possibly a view). Returns y [T, B, D*H] (a batch-major
+        tensor underneath when batch_first), h_n and c_n [L*D, B, H]."""
+        T, B = x.shape[:2]
+        D, H, L = self.num_directions, self.hidden_size, self.num_layers
+        h_n = x.new_empty(L * D, B, H)
+        c_n = x.new_empty(L * D, B, H)
+        for layer in range(L):
+            packed = self._packed_layer(layer, config)
+            # one GEMM for all timesteps and both directions, in the input's own memory order
+            inp = x.transpose(0, 1) if self.batch_first else x
+            xp = inp.reshape(-1, inp.shape[-1])
+            xp = torch.addmm(packed.bias, xp, packed.w_ih.t()) if packed.bias is not None else xp @ packed.w_ih.t()
+            xp = xp.view(*inp.shape[:2], -1)
+            out = x.new_empty(*inp.shape[:2], D * H)
+            if self.batch_first:
+                xp, out = xp.transpose(0, 1), out.transpose(0, 1)
+            states = slice(layer * D, (layer + 1) * D)
+            h0 = None if hx is None else hx[0][states].contiguous()
+            c0 = None if hx is None else hx[1][states]
+            y, h_n[states], c_n[states] = lstm_recurrent_fwd(xp, packed.w_hh, h0, c0, config, hidden_size=H, out=out)
+            x = (
+                F.dropout(y, self.dropout, training=True)
+                if (self.training and self.dropout > 0 and layer < L - 1)
+                else y
+            )
+        return y, h_n, c_n
+
+    def _packed_layer(self, layer: int, config: LSTMConfig) -> PackedLayer:
+        """The layer's weights in kernel layout, cached until a weight changes (in place or not)."""
+        sfx = ("", "_reverse")[: self.num_directions]
+        w_ih, w_hh = ([getattr(self, f"{kind}_l{layer}{s}") for s in sfx] for kind in ("weight_ih", "weight_hh"))
+        b_ih, b_hh = (
+            [getattr(self, f"{kind}_l{layer}{s}") if self.bias else None for s in sfx]
+            for kind in ("bias_ih", "bias_hh")
+        )
+        params = [p for p in (*w_ih, *w_hh, *b_ih, *b_hh) if p is not None]
+        key = (config.block_h,) + tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        hit = self._packed.get(layer)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        with torch.no_grad():
+            packed = pack_layer(w_ih, w_hh, b_ih, b_hh, config.block_h)
+        self._packed[layer] = (key, packed)
+        return packed
+
+
+def _check_forward_args(module: nn.LSTM, input, hx) -> bool:
+    """nn.LSTM's checks with messages that name the bad argument; the same exception types
+    nn.LSTM raises, so code that catches them keeps working. Returns whether input is batched."""
+    name = type(module).__name__
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{name}: input must be a Tensor or PackedSequence, got {type(input).__name__}")
+    if input.dim() not in (2, 3):
+        raise ValueError(
+            f"{name}: input must be 2-D (seq_len, input_size) unbatched or 3-D batched, "
+            f"got a {input.dim()}-D tensor of shape {tuple(input.shape)}"
+        )
+    batched = input.dim() == 3
+    if input.shape[-1] != module.input_size:
+        raise RuntimeError(
+            f"{name}: input.size(-1) must be equal to input_size. Expected {module.input_size}, "
+            f"got {input.shape[-1]} (input shape {tuple(input.shape)})"
+        )
+    w = module.weight_ih_l0
+    if input.dtype != w.dtype:
+        raise ValueError(
+            f"{name}: input dtype ({input.dtype}) does not match weight dtype ({w.dtype}). "
+            f"Convert input: input.to({w.dtype}), or convert model: model.to({input.dtype})"
+        )
+    if input.device != w.device:
+        raise RuntimeError(
+            f"{name}: input is on {input.device} but the weights are on {w.device}; "
+            f"move one of them: input.to({str(w.device)!r}) or model.to({str(input.device)!r})"
+        )
+    seq_len = input.shape[1 if (batched and module.batch_first) else 0]
+    if seq_len == 0:
+        raise RuntimeError(
+            f"{name}: Expected sequence length to be larger than 0 in RNN (input shape {tuple(input.shape)})"
+        )
+    if hx is None:
+        return batched
+    if not (isinstance(hx, (tuple, list)) and len(hx) == 2 and all(isinstance(t, torch.Tensor) for t in hx)):
+        raise RuntimeError(f"{name}: hx must be a tuple (h_0, c_0) of two tensors, got {type(hx).__name__}")
+    batch = input.shape[0 if module.batch_first else 1] if batched else None
+    d = 2 if module.bidirectional else 1
+    h_size = module.proj_size if module.proj_size > 0 else module.hidden_size
+    for which, t, size in (("h_0", hx[0], h_size), ("c_0", hx[1], module.hidden_size)):
+        want = (module.num_layers * d, batch, size) if batched else (module.num_layers * d, size)
+        if t.dim() != len(want):
+            raise RuntimeError(
+                f"{name}: for {'batched 3-D' if batched else 'unbatched 2-D'} input, {which} must be "
+                f"{len(want)}-D of shape {want}, got shape {tuple(t.shape)}"
+            )
+        if tuple(t.shape) != want:
+            raise RuntimeError(f"{name}: Expected {which} of size {want}, got {tuple(t.shape)}")
+        if t.dtype != input.dtype:
+            raise RuntimeError(f"{name}: {which} dtype ({t.dtype}) must match the input dtype ({input.dtype})")
+        if t.device != input.device:
+            raise RuntimeError(f"{name}: {which} is on {t.device} but input is on {input.device}")
+    return batched
