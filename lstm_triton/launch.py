@@ -14,6 +14,16 @@ BARRIER_MAX_SPINS = 1 << 22
 
 PERSISTENT, STEPWISE = "persistent", "stepwise"
 
+# Tests set this: every output buffer starts as NaN, so an element no kernel wrote shows.
+POISON_OUTPUTS = False
+
+
+def new_output(*shape, device, dtype) -> torch.Tensor:
+    """An uninitialised output buffer (NaN-filled when POISON_OUTPUTS)."""
+    if POISON_OUTPUTS:
+        return torch.full(shape, float("nan"), device=device, dtype=dtype)
+    return torch.empty(shape, device=device, dtype=dtype)
+
 
 class BarrierTimeoutError(RuntimeError):
     """The programs of a barrier group did not all arrive: the kernel's results are invalid."""
@@ -136,10 +146,10 @@ def lstm_recurrent_fwd(
         )
     if w_hh.dtype != dtype or xp.stride(2) != 1 or not w_hh.is_contiguous():
         raise ValueError("xp and w_hh must share a dtype; xp's last dim and w_hh must be contiguous")
-    y = out if out is not None else torch.empty(T, B, dirs * H, device=dev, dtype=dtype)
+    y = out if out is not None else new_output(T, B, dirs * H, device=dev, dtype=dtype)
     if y.shape != (T, B, dirs * H) or y.stride(2) != 1 or y.dtype != dtype:
         raise ValueError(f"out must be a [{T}, {B}, {dirs * H}] {dtype} tensor with a contiguous last dim")
-    h_n = torch.empty(dirs, B, H, device=dev, dtype=dtype)
+    h_n = new_output(dirs, B, H, device=dev, dtype=dtype)
     c = torch.zeros(dirs, B, H, device=dev, dtype=torch.float32)  # the kernel's cell state, in and out
     if c0 is not None:
         c.copy_(c0)

@@ -7,7 +7,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from ._env import interpreting
 from .configs import LSTMConfig, select_config
-from .launch import lstm_recurrent_fwd
+from .launch import lstm_recurrent_fwd, new_output
 from .layout import PackedLayer, pack_layer
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -98,8 +98,8 @@ class LSTM(nn.LSTM):
         tensor underneath when batch_first), h_n and c_n [L*D, B, H]."""
         T, B = x.shape[:2]
         D, H, L = self.num_directions, self.hidden_size, self.num_layers
-        h_n = x.new_empty(L * D, B, H)
-        c_n = x.new_empty(L * D, B, H)
+        h_n = new_output(L * D, B, H, device=x.device, dtype=x.dtype)
+        c_n = new_output(L * D, B, H, device=x.device, dtype=x.dtype)
         for layer in range(L):
             packed = self._packed_layer(layer, config)
             # one GEMM for all timesteps and both directions, in the input's own memory order
@@ -107,7 +107,7 @@ class LSTM(nn.LSTM):
             xp = inp.reshape(-1, inp.shape[-1])
             xp = torch.addmm(packed.bias, xp, packed.w_ih.t()) if packed.bias is not None else xp @ packed.w_ih.t()
             xp = xp.view(*inp.shape[:2], -1)
-            out = x.new_empty(*inp.shape[:2], D * H)
+            out = new_output(*inp.shape[:2], D * H, device=x.device, dtype=x.dtype)
             if self.batch_first:
                 xp, out = xp.transpose(0, 1), out.transpose(0, 1)
             states = slice(layer * D, (layer + 1) * D)
