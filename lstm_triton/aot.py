@@ -26,7 +26,7 @@ from triton.runtime.jit import create_function_from_signature
 from .configs import H200, Chip, LSTMConfig, heuristic
 from .kernels.lstm_fwd import _lstm_fwd_kernel
 from .launch import BARRIER_MAX_SPINS, fwd_kernel_args
-from .layout import padded_hidden
+from .layout import PackedLayer, padded_hidden
 
 SM90 = GPUTarget("cuda", 90, 32)
 GRID_H = (128, 256, 512, 1024)
@@ -71,7 +71,9 @@ def compile_fwd(
     n_cols = 4 * config.block_h * config.programs(H)
     T = 1  # the sequence length is not specialized; the strides do not depend on it
     xp = torch.empty(T, batch, dirs * n_cols, dtype=dtype)
-    w_hh = torch.empty(dirs, h_pad, n_cols, dtype=dtype)
+    layer = PackedLayer(
+        torch.empty(0, dtype=dtype), None, torch.empty(dirs, h_pad, n_cols, dtype=dtype), H, config.block_h
+    )
     state = torch.empty(dirs, batch, H, dtype=dtype)
     c = torch.empty(dirs, batch, H)
     y = torch.empty(T, batch, dirs * H, dtype=dtype)
@@ -79,7 +81,7 @@ def compile_fwd(
     err = torch.empty(1, dtype=torch.int32)
     args, kwargs = fwd_kernel_args(
         xp,
-        w_hh,
+        layer,
         state,
         c,
         y,
@@ -87,7 +89,6 @@ def compile_fwd(
         cnt,
         err,
         config,
-        hidden_size=H,
         s_begin=0,
         n_steps=T,
         b_tile0=0,

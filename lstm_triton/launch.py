@@ -6,7 +6,7 @@ import triton
 from ._env import interpreting
 from .configs import INTERPRETER, Chip, LSTMConfig, check_config, chip_of
 from .kernels.lstm_fwd import _lstm_fwd_kernel
-from .layout import padded_hidden
+from .layout import PackedLayer
 
 # Polls before a barrier wait gives up (a few seconds on a GPU): only a bug gets there, since
 # every program of a group is resident (cooperative launch).
@@ -48,7 +48,7 @@ def launch_groups(n_prog: int, n_tiles: int, dirs: int, chip: Chip) -> list[tupl
 
 def fwd_kernel_args(
     xp,
-    w_hh,
+    layer: PackedLayer,
     h0,
     c,
     y,
@@ -57,7 +57,6 @@ def fwd_kernel_args(
     err,
     config: LSTMConfig,
     *,
-    hidden_size: int,
     s_begin: int,
     n_steps: int,
     b_tile0: int,
@@ -72,7 +71,7 @@ def fwd_kernel_args(
     T, B, _ = xp.shape
     args = (
         xp,
-        w_hh,
+        layer.w_hh,
         h0 if h0 is not None else h_n,
         c,
         y,
@@ -92,8 +91,8 @@ def fwd_kernel_args(
         y.stride(1),
     )
     kwargs = dict(
-        H=hidden_size,
-        H_PAD=w_hh.shape[1],
+        H=layer.hidden_size,
+        H_PAD=layer.w_hh.shape[1],
         BLOCK_H=config.block_h,
         BLOCK_B=config.block_b,
         SPLIT_K=config.split_k,
@@ -110,42 +109,51 @@ def fwd_kernel_args(
 
 def lstm_recurrent_fwd(
     xp: torch.Tensor,
-    w_hh: torch.Tensor,
+    layer: PackedLayer,
     h0: torch.Tensor | None,
     c0: torch.Tensor | None,
     config: LSTMConfig,
     *,
-    hidden_size: int,
     out: torch.Tensor | None = None,
     mode: str | None = None,
     exact_fp32: bool | None = None,
+    chip: Chip | None = None,
     max_spins: int = BARRIER_MAX_SPINS,
 ):
     """Run the recurrence of one layer, all directions.
 
-    xp:   [T, B, DIRS * n_cols] input projection in kernel column order (last dim contiguous;
-          a transposed view of a batch-first tensor is fine)
-    w_hh: [DIRS, H_PAD, n_cols] packed W_hh^T (``layout.pack_layer``), dtype of xp
+    xp:   [T, B, DIRS * n_cols] input projection ``x @ layer.w_ih^T + layer.bias`` in kernel
+          column order (last dim contiguous; a transposed view of a batch-first tensor is fine)
+    layer: the layer's weights packed for ``config.block_h`` (``layout.pack_layer``), xp's dtype
     h0, c0: [DIRS, B, H] initial states or None (zeros)
     out:  optional [T, B, DIRS * H] tensor (last dim contiguous) to write the output into
     mode: PERSISTENT (one launch, grid barrier) or STEPWISE (a launch per step); default
           persistent on GPU, stepwise under the interpreter when P > 1.
     exact_fp32: float32 dots without TF32; default: ``not torch.backends.cudnn.allow_tf32``,
           as cuDNN decides.
+    chip: the limits persistent launches are planned for; default: the tensors' device.
     Returns y [T, B, DIRS * H], h_n [DIRS, B, H], c_n [DIRS, B, H], all in xp's dtype.
     """
     T, B, _ = xp.shape
-    dirs, h_pad, n_cols = w_hh.shape
-    H = hidden_size
+    w_hh, H = layer.w_hh, layer.hidden_size
+    dirs, _, n_cols = w_hh.shape
     dtype, dev = xp.dtype, xp.device
     check_config(config, H)
     n_prog = config.programs(H)
-    if h_pad != padded_hidden(H) or n_cols != 4 * config.block_h * n_prog or xp.shape[2] != dirs * n_cols:
-        raise ValueError(
-            f"packed shapes {tuple(xp.shape)} / {tuple(w_hh.shape)} do not match hidden_size={H} and {config}"
-        )
-    if w_hh.dtype != dtype or xp.stride(2) != 1 or not w_hh.is_contiguous():
-        raise ValueError("xp and w_hh must share a dtype; xp's last dim and w_hh must be contiguous")
+    if layer.block_h != config.block_h:
+        raise ValueError(f"the layer is packed for block_h={layer.block_h}, the config has {config.block_h}")
+    if xp.shape[2] != dirs * n_cols:
+        raise ValueError(f"xp's last dim {xp.shape[2]} does not match the packed layer's {dirs} x {n_cols} columns")
+    if w_hh.dtype != dtype or xp.stride(2) != 1:
+        raise ValueError("xp must have the packed weights' dtype and a contiguous last dim")
+    for name, t in (("h0", h0), ("c0", c0)):
+        if t is not None and (t.shape != (dirs, B, H) or t.dtype != dtype or t.device != dev):
+            raise ValueError(
+                f"{name} must be a [{dirs}, {B}, {H}] {dtype} tensor on {dev}, got "
+                f"{list(t.shape)} {t.dtype} on {t.device}"
+            )
+    if h0 is not None and not h0.is_contiguous():
+        raise ValueError("h0 must be contiguous")
     y = out if out is not None else new_output(T, B, dirs * H, device=dev, dtype=dtype)
     if y.shape != (T, B, dirs * H) or y.stride(2) != 1 or y.dtype != dtype:
         raise ValueError(f"out must be a [{T}, {B}, {dirs * H}] {dtype} tensor with a contiguous last dim")
@@ -166,12 +174,13 @@ def lstm_recurrent_fwd(
     err = torch.zeros(1, device=dev, dtype=torch.int32)
     # the interpreter runs the barrier even for P = 1, so CPU tests cover its code
     use_barrier = mode == PERSISTENT and (n_prog > 1 or interp)
-    chip = INTERPRETER if interp else chip_of(dev)
+    if chip is None:
+        chip = INTERPRETER if interp else chip_of(dev)
 
     def launch(s_begin, n_steps, b_tile0, nb, d0, nd, barrier):
         args, kwargs = fwd_kernel_args(
             xp,
-            w_hh,
+            layer,
             h0,
             c,
             y,
@@ -179,7 +188,6 @@ def lstm_recurrent_fwd(
             cnt,
             err,
             config,
-            hidden_size=H,
             s_begin=s_begin,
             n_steps=n_steps,
             b_tile0=b_tile0,

@@ -44,7 +44,8 @@ class PackedLayer:
     w_ih: torch.Tensor  # [DIRS * n_cols, I]
     bias: torch.Tensor | None  # [DIRS * n_cols], b_ih + b_hh
     w_hh: torch.Tensor  # [DIRS, H_PAD, n_cols], W_hh^T
-    n_cols: int
+    hidden_size: int
+    block_h: int  # the column order depends on it: a config must use the same
 
 
 def _take_rows(w: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -64,4 +65,4 @@ def pack_layer(w_ih, w_hh, b_ih, b_hh, block_h: int) -> PackedLayer:
     if b_ih[0] is not None:
         bias = torch.cat([_take_rows(bi.float() + bh.float(), rows) for bi, bh in zip(b_ih, b_hh, strict=True)])
         bias = bias.to(w_ih[0].dtype)
-    return PackedLayer(w_ih_p, bias, w_hh_p, rows.numel())
+    return PackedLayer(w_ih_p, bias, w_hh_p, hidden_size, block_h)

@@ -13,6 +13,14 @@ from .layout import PackedLayer, pack_layer
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
+class InputTypeError(TypeError, AttributeError):
+    """``input`` is not a tensor (nn.LSTM fails there with an AttributeError)."""
+
+
+class HiddenStateError(RuntimeError, IndexError):
+    """``hx`` is not a pair of tensors (nn.LSTM fails there with a RuntimeError or IndexError)."""
+
+
 class LSTM(nn.LSTM):
     """A drop-in ``torch.nn.LSTM``: the same constructor, parameters, initialisation,
     state_dict and ``forward(input, hx=None) -> (output, (h_n, c_n))``.
@@ -106,14 +114,14 @@ class LSTM(nn.LSTM):
             inp = x.transpose(0, 1) if self.batch_first else x
             xp = inp.reshape(-1, inp.shape[-1])
             xp = torch.addmm(packed.bias, xp, packed.w_ih.t()) if packed.bias is not None else xp @ packed.w_ih.t()
-            xp = xp.view(*inp.shape[:2], -1)
+            xp = xp.view(*inp.shape[:2], packed.w_ih.shape[0])
             out = new_output(*inp.shape[:2], D * H, device=x.device, dtype=x.dtype)
             if self.batch_first:
                 xp, out = xp.transpose(0, 1), out.transpose(0, 1)
             states = slice(layer * D, (layer + 1) * D)
             h0 = None if hx is None else hx[0][states].contiguous()
             c0 = None if hx is None else hx[1][states]
-            y, h_n[states], c_n[states] = lstm_recurrent_fwd(xp, packed.w_hh, h0, c0, config, hidden_size=H, out=out)
+            y, h_n[states], c_n[states] = lstm_recurrent_fwd(xp, packed, h0, c0, config, out=out)
             x = (
                 F.dropout(y, self.dropout, training=True)
                 if (self.training and self.dropout > 0 and layer < L - 1)
@@ -145,7 +153,7 @@ def _check_forward_args(module: nn.LSTM, input, hx) -> bool:
     nn.LSTM raises, so code that catches them keeps working. Returns whether input is batched."""
     name = type(module).__name__
     if not isinstance(input, torch.Tensor):
-        raise TypeError(f"{name}: input must be a Tensor or PackedSequence, got {type(input).__name__}")
+        raise InputTypeError(f"{name}: input must be a Tensor or PackedSequence, got {type(input).__name__}")
     if input.dim() not in (2, 3):
         raise ValueError(
             f"{name}: input must be 2-D (seq_len, input_size) unbatched or 3-D batched, "
@@ -176,7 +184,7 @@ def _check_forward_args(module: nn.LSTM, input, hx) -> bool:
     if hx is None:
         return batched
     if not (isinstance(hx, (tuple, list)) and len(hx) == 2 and all(isinstance(t, torch.Tensor) for t in hx)):
-        raise RuntimeError(f"{name}: hx must be a tuple (h_0, c_0) of two tensors, got {type(hx).__name__}")
+        raise HiddenStateError(f"{name}: hx must be a tuple (h_0, c_0) of two tensors, got {type(hx).__name__}")
     batch = input.shape[0 if module.batch_first else 1] if batched else None
     d = 2 if module.bidirectional else 1
     h_size = module.proj_size if module.proj_size > 0 else module.hidden_size

@@ -1,0 +1,114 @@
+"""The recurrent launcher on its own: launch modes, launch plans that split the grid, the
+barrier time-out, and argument checks."""
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from lstm_triton import BarrierTimeoutError, LSTMConfig
+from lstm_triton.configs import Chip
+from lstm_triton.launch import PERSISTENT, STEPWISE, launch_groups, lstm_recurrent_fwd
+from lstm_triton.layout import pack_layer
+from lstm_triton.reference import lstm_reference
+from tests.helpers import DEVICE, assert_close, tolerance
+
+interpreter_only = pytest.mark.skipif(DEVICE.type != "cpu", reason="the interpreter's sequential programs")
+
+
+def packed_problem(H=24, input_size=5, T=7, B=5, bi=True, block_h=8, init=True, dtype=torch.float32):
+    ref = nn.LSTM(input_size, H, bidirectional=bi).to(dtype)
+    D = 2 if bi else 1
+    sfx = ("", "_reverse")[:D]
+    p = pack_layer(
+        *([getattr(ref, f"{k}_l0{s}").detach() for s in sfx] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")),
+        block_h=block_h,
+    )
+    x = torch.randn(T, B, input_size, dtype=dtype)
+    hx = tuple(torch.randn(D, B, H, dtype=dtype) for _ in range(2)) if init else None
+    xp = torch.addmm(p.bias, x.reshape(T * B, input_size), p.w_ih.t()).view(T, B, -1)
+    want = lstm_reference(ref, x, hx)
+
+    def to(t):
+        return None if t is None else t.to(DEVICE)
+
+    p.w_hh = p.w_hh.to(DEVICE)
+    return to(xp), p, to(hx[0]) if init else None, to(hx[1]) if init else None, want
+
+
+@pytest.mark.parametrize("mode", [PERSISTENT, STEPWISE])
+@pytest.mark.parametrize("init", [False, True], ids=["zeros", "h0"])
+def test_modes_match_reference(mode, init):
+    """Stepwise (launch per step) and persistent (one launch) compute the same recurrence."""
+    xp, layer, h0, c0, (want_y, (want_h, want_c)) = packed_problem(init=init, block_h=32)  # P = 1
+    y, h_n, c_n = lstm_recurrent_fwd(xp, layer, h0, c0, LSTMConfig(block_h=32, block_b=4), mode=mode)
+    tol = tolerance(torch.float32)
+    assert_close("y", y, want_y, tol)
+    assert_close("h_n", h_n, want_h, tol)
+    assert_close("c_n", c_n, want_c, tol)
+
+
+def test_launch_plan_splits_groups_over_launches():
+    """A chip with fewer SMs than programs gets several persistent launches, each co-resident,
+    every (batch tile, direction) group in exactly one."""
+    chip = Chip("tiny", n_sm=3, smem_per_block=1 << 20)
+    xp, layer, h0, c0, (want_y, (want_h, want_c)) = packed_problem(B=5, block_h=32)
+    cfg = LSTMConfig(block_h=32, block_b=2)  # P = 1, 3 batch tiles x 2 directions
+    plan = launch_groups(cfg.programs(24), 3, 2, chip)
+    assert len(plan) > 1 and all(nb * nd <= chip.n_sm for _, nb, _, nd in plan)
+    covered = sorted((b, d) for b0, nb, d0, nd in plan for b in range(b0, b0 + nb) for d in range(d0, d0 + nd))
+    assert covered == [(b, d) for b in range(3) for d in range(2)]
+    y, h_n, c_n = lstm_recurrent_fwd(xp, layer, h0, c0, cfg, mode=PERSISTENT, chip=chip)
+    tol = tolerance(torch.float32)
+    assert_close("y", y, want_y, tol)
+    assert_close("h_n", h_n, want_h, tol)
+    assert_close("c_n", c_n, want_c, tol)
+
+
+def test_launch_plan_rejects_groups_larger_than_the_chip():
+    with pytest.raises(ValueError, match="exceed"):
+        launch_groups(8, 1, 1, Chip("tiny", n_sm=4, smem_per_block=1 << 20))
+
+
+@interpreter_only
+def test_barrier_timeout_raises_and_next_call_works():
+    """P = 2 programs run one after another in the interpreter, so the first waits for the
+    second forever: the bounded wait gives up, the host raises, and the next launch is fine."""
+    xp, layer, h0, c0, (want_y, _) = packed_problem(block_h=16)
+    cfg = LSTMConfig(block_h=16, block_b=8)  # P = 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # garbage gates overflow exp()
+        with pytest.raises(BarrierTimeoutError, match="timed out"):
+            lstm_recurrent_fwd(xp, layer, h0, c0, cfg, mode=PERSISTENT, max_spins=8)
+    y, _, _ = lstm_recurrent_fwd(xp, layer, h0, c0, cfg)
+    assert_close("y after a time-out", y, want_y, tolerance(torch.float32))
+
+
+def test_out_receives_the_output_in_place():
+    xp, layer, h0, c0, (want_y, _) = packed_problem(block_h=32)
+    out = torch.full((7, 5, 48), float("nan"), device=DEVICE)
+    y, _, _ = lstm_recurrent_fwd(xp, layer, h0, c0, LSTMConfig(block_h=32, block_b=8), out=out)
+    assert y.data_ptr() == out.data_ptr()
+    assert_close("out", out, want_y, tolerance(torch.float32))
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(h0=torch.empty(2, 5, 23)), "h0 must be"),
+        (dict(config=LSTMConfig(block_h=16, block_b=8)), "packed for block_h=32"),
+        (dict(config=LSTMConfig(block_h=24, block_b=8)), "power of two"),
+        (dict(config=LSTMConfig(block_h=32, block_b=8, split_k=4)), "reduction"),
+        (dict(config=LSTMConfig(block_h=32, block_b=8, split_k=2, use_fma=True)), "exclude"),
+        (dict(out=torch.empty(7, 5, 47)), "out must be"),
+        (dict(mode="sideways"), "mode must be"),
+    ],
+    ids=["h0", "block_h-vs-packing", "block_h-pow2", "split_k-too-deep", "fma-and-split", "out", "mode"],
+)
+def test_bad_arguments_raise_value_error(bad, match):
+    xp, layer, h0, c0, _ = packed_problem(block_h=32)
+    kwargs = dict(h0=h0, config=LSTMConfig(block_h=32, block_b=8)) | bad
+    kwargs = {k: v.to(DEVICE) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    with pytest.raises(ValueError, match=match):
+        lstm_recurrent_fwd(xp, layer, kwargs.pop("h0"), c0, kwargs.pop("config"), **kwargs)

@@ -1,0 +1,192 @@
+"""lstm_triton.LSTM as a drop-in nn.LSTM: parameters, state_dict, initialisation, shapes,
+layouts, fallbacks, dropout, and what happens when autograd is asked for."""
+
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from lstm_triton import LSTM
+from lstm_triton.reference import lstm_reference
+from tests.helpers import DEVICE, DTYPES, assert_close, dtype_id, tolerance
+
+TOL32 = tolerance(torch.float32)
+
+
+def pair(*args, **kwargs):
+    ref = nn.LSTM(*args, **kwargs)
+    return LSTM.from_torch(ref).to(DEVICE), ref
+
+
+def test_same_parameters_names_and_initialisation():
+    torch.manual_seed(3)
+    ref = nn.LSTM(5, 7, num_layers=2, bidirectional=True)
+    torch.manual_seed(3)
+    ours = LSTM(5, 7, num_layers=2, bidirectional=True)
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in ref.named_parameters()]
+    for (name, a), b in zip(ours.named_parameters(), ref.parameters(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_state_dict_round_trips_both_ways():
+    ours = LSTM(4, 6, num_layers=2, bias=False, bidirectional=True)
+    ref = nn.LSTM(4, 6, num_layers=2, bias=False, bidirectional=True)
+    ref.load_state_dict(ours.state_dict())
+    back = LSTM(4, 6, num_layers=2, bias=False, bidirectional=True)
+    back.load_state_dict(ref.state_dict())
+    for k, v in ours.state_dict().items():
+        assert torch.equal(v, ref.state_dict()[k]) and torch.equal(v, back.state_dict()[k]), k
+
+
+def test_from_torch_keeps_hyperparameters_mode_dtype():
+    ref = nn.LSTM(3, 5, num_layers=2, batch_first=True, dropout=0.25, bidirectional=True, dtype=torch.float16)
+    ref.eval()
+    ours = LSTM.from_torch(ref)
+    for attr in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional"):
+        assert getattr(ours, attr) == getattr(ref, attr), attr
+    assert ours.weight_hh_l1_reverse.dtype == torch.float16 and not ours.training
+    assert isinstance(ours, nn.LSTM)
+    with pytest.raises(TypeError, match="torch.nn.LSTM"):
+        LSTM.from_torch(nn.GRU(3, 5))
+
+
+def test_unbatched_input_with_and_without_state():
+    ours, ref = pair(5, 8, num_layers=2, bidirectional=True)
+    x = torch.randn(6, 5)
+    hx = (torch.randn(4, 8), torch.randn(4, 8))
+    for state in (None, hx):
+        want_y, (want_h, want_c) = lstm_reference(ref, x, state)
+        with torch.no_grad():
+            y, (h_n, c_n) = ours(x.to(DEVICE), None if state is None else tuple(t.to(DEVICE) for t in state))
+        assert_close("output", y, want_y, TOL32)
+        assert_close("h_n", h_n, want_h, TOL32)
+        assert_close("c_n", c_n, want_c, TOL32)
+
+
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time-major", "batch-first"])
+def test_non_contiguous_input_and_state(batch_first):
+    ours, ref = pair(5, 8, bidirectional=True, batch_first=batch_first)
+    T, B = 9, 7
+    x = torch.randn(B, T, 10)[:, :, ::2]  # strided last dim, batch-major underneath
+    x = x if batch_first else x.transpose(0, 1)
+    h0 = torch.randn(2, B, 1).expand(2, B, 8)  # expanded (stride 0)
+    c0 = torch.randn(B, 2, 8).transpose(0, 1)
+    want_y, (want_h, want_c) = lstm_reference(ref, x, (h0, c0))
+    with torch.no_grad():
+        y, (h_n, c_n) = ours(x.to(DEVICE), (h0.to(DEVICE), c0.to(DEVICE)))
+    assert_close("output", y, want_y, TOL32)
+    assert_close("h_n", h_n, want_h, TOL32)
+    assert_close("c_n", c_n, want_c, TOL32)
+
+
+def test_zero_batch_behaves_as_nn_lstm():
+    ours, ref = pair(3, 4, num_layers=2, bidirectional=True)
+    with torch.no_grad():
+        y, (h_n, c_n) = ours(torch.randn(5, 0, 3, device=DEVICE))
+        want_y, (want_h, want_c) = ref(torch.randn(5, 0, 3))
+    assert y.shape == want_y.shape and h_n.shape == want_h.shape and c_n.shape == want_c.shape
+
+
+def test_inputs_are_not_modified():
+    ours, _ = pair(3, 4, bidirectional=True)
+    x = torch.randn(5, 2, 3, device=DEVICE)
+    hx = tuple(torch.randn(2, 2, 4, device=DEVICE) for _ in range(2))
+    copies = [t.clone() for t in (x, *hx)]
+    with torch.no_grad():
+        ours(x, hx)
+    for before, after in zip(copies, (x, *hx), strict=True):
+        assert torch.equal(before, after)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: (LSTM(3, 4).double(), torch.float64), id="float64"),
+        pytest.param(lambda: (LSTM(3, 6, proj_size=2), torch.float32), id="proj_size"),
+    ],
+)
+def test_unsupported_cases_run_pytorch(make):
+    """float64 and proj_size > 0 run PyTorch's own LSTM: the module always works."""
+    ours, dtype = make()
+    ref = nn.LSTM(3, ours.hidden_size, proj_size=ours.proj_size).to(dtype)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(4, 2, 3, dtype=dtype)
+    with torch.no_grad():
+        y, (h_n, c_n) = ours(x)
+        want_y, (want_h, want_c) = ref(x)
+    assert torch.equal(y, want_y) and torch.equal(h_n, want_h) and torch.equal(c_n, want_c)
+
+
+def test_packed_sequence_runs_pytorch():
+    ours, ref = pair(3, 4)
+    packed = nn.utils.rnn.pack_padded_sequence(torch.randn(5, 2, 3), torch.tensor([5, 3]))
+    with torch.no_grad():
+        y, (h_n, _) = ours.cpu()(packed)
+        want_y, (want_h, _) = ref(packed)
+    assert torch.equal(y.data, want_y.data) and torch.equal(h_n, want_h)
+
+
+def test_training_mode_applies_dropout_between_layers():
+    """dropout=1 zeroes the second layer's input in training mode, as nn.LSTM does; eval
+    mode applies none."""
+    ours, ref = pair(3, 5, num_layers=2, dropout=1.0)
+    x = torch.randn(6, 2, 3)
+    layer2 = nn.LSTM(5, 5)
+    layer2.load_state_dict({k.replace("_l1", "_l0"): v for k, v in ref.state_dict().items() if "_l1" in k})
+    want_train, _ = lstm_reference(layer2, torch.zeros(6, 2, 5))
+    want_eval, _ = lstm_reference(ref, x)
+    with torch.no_grad():
+        y_train, _ = ours.train()(x.to(DEVICE))
+        y_eval, _ = ours.eval()(x.to(DEVICE))
+    assert_close("train", y_train, want_train, TOL32)
+    assert_close("eval", y_eval, want_eval, TOL32)
+
+
+def test_autograd_raises_until_backward_exists():
+    ours, _ = pair(3, 4)
+    x = torch.randn(5, 2, 3, device=DEVICE)
+    with pytest.raises(NotImplementedError, match="no_grad"):
+        ours(x)
+    with torch.inference_mode():
+        ours(x)
+    ours.requires_grad_(False)
+    ours(x)  # nothing to differentiate: runs
+    with pytest.raises(NotImplementedError):
+        ours(x.requires_grad_())
+
+
+def test_weights_changed_in_place_are_seen():
+    """The packed-weight cache follows in-place updates (optimizer steps, load_state_dict)."""
+    ours, ref = pair(3, 4, bidirectional=True)
+    x = torch.randn(5, 2, 3)
+    with torch.no_grad():
+        ours(x.to(DEVICE))
+        for p, q in zip(ours.parameters(), ref.parameters(), strict=True):
+            p.mul_(1.5)
+            q.mul_(1.5)
+        y, _ = ours(x.to(DEVICE))
+    assert_close("after update", y, lstm_reference(ref, x)[0], TOL32)
+
+
+def test_pickle_round_trip_drops_the_cache():
+    ours, _ = pair(3, 4)
+    x = torch.randn(5, 2, 3, device=DEVICE)
+    with torch.no_grad():
+        y, _ = ours(x)
+        copy = pickle.loads(pickle.dumps(ours))
+        assert copy._packed == {}
+        y2, _ = copy(x)
+    assert torch.equal(y, y2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_module_to_dtype_runs_kernels_in_that_dtype(dtype):
+    ours, ref = pair(4, 16, num_layers=2, bidirectional=True)
+    ours = ours.to(dtype)
+    x = torch.randn(7, 3, 4)
+    want, _ = lstm_reference(ref.to(dtype), x.to(dtype))
+    with torch.no_grad():
+        y, _ = ours(x.to(DEVICE, dtype))
+    assert y.dtype == dtype
+    assert_close("output", y, want, tolerance(dtype))
