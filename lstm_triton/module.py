@@ -5,9 +5,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from . import launch
 from ._env import interpreting
 from .configs import LSTMConfig, select_config
-from .launch import lstm_recurrent_fwd, new_output
+from .launch import lstm_recurrent_fwd, new_output, new_timeout_flag, raise_on_timeout, uses_barrier
 from .layout import PackedLayer, pack_layer
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -108,6 +109,7 @@ class LSTM(nn.LSTM):
         D, H, L = self.num_directions, self.hidden_size, self.num_layers
         h_n = new_output(L * D, B, H, device=x.device, dtype=x.dtype)
         c_n = new_output(L * D, B, H, device=x.device, dtype=x.dtype)
+        err = new_timeout_flag(x.device)
         for layer in range(L):
             packed = self._packed_layer(layer, config)
             # one GEMM for all timesteps and both directions, in the input's own memory order
@@ -121,12 +123,14 @@ class LSTM(nn.LSTM):
             states = slice(layer * D, (layer + 1) * D)
             h0 = None if hx is None else hx[0][states].contiguous()
             c0 = None if hx is None else hx[1][states]
-            y, h_n[states], c_n[states] = lstm_recurrent_fwd(xp, packed, h0, c0, config, out=out)
+            y, h_n[states], c_n[states] = lstm_recurrent_fwd(xp, packed, h0, c0, config, out=out, err=err)
             x = (
                 F.dropout(y, self.dropout, training=True)
                 if (self.training and self.dropout > 0 and layer < L - 1)
                 else y
             )
+        if launch.CHECK_TIMEOUTS and uses_barrier(config.programs(H)):
+            raise_on_timeout(err)  # one host sync for all layers
         return y, h_n, c_n
 
     def _packed_layer(self, layer: int, config: LSTMConfig) -> PackedLayer:

@@ -1,0 +1,120 @@
+"""On a CUDA GPU (skipped elsewhere): the compiled kernels against a float64 reference on the
+bench grid, next to cuDNN's own error, and the kernels sharing the GPU with other work."""
+
+import pytest
+import torch
+from torch import nn
+
+import lstm_triton.launch
+from lstm_triton import LSTM, BarrierTimeoutError, LSTMConfig
+from lstm_triton.aot import GRID_B, GRID_H
+from lstm_triton.configs import select_config
+from lstm_triton.launch import PERSISTENT, STEPWISE, lstm_recurrent_fwd
+from lstm_triton.layout import pack_layer
+from lstm_triton.reference import lstm_reference
+from tests.helpers import DTYPES, assert_close, dtype_id, tolerance
+
+pytestmark = pytest.mark.gpu
+T_CHECK = 64  # long enough for errors to compound, short enough for the float64 reference
+
+
+def rel_err(out, ref):
+    return ((out.double() - ref).norm() / ref.norm()).item()
+
+
+def grid_problem(H, B, bi, dtype, T=T_CHECK):
+    torch.manual_seed(H * 1000 + B)
+    ref = nn.LSTM(H, H, bidirectional=bi, device="cuda", dtype=dtype)
+    ours = LSTM.from_torch(ref)
+    x = torch.randn(T, B, H, device="cuda", dtype=dtype)
+    D = 2 if bi else 1
+    hx = tuple(torch.randn(D, B, H, device="cuda", dtype=dtype) for _ in range(2))
+    return ours, ref, x, hx
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("H", GRID_H)
+def test_grid_against_float64_and_cudnn(H, bi, dtype):
+    """Every batch size of the bench grid: our error against float64 within the dtype's
+    tolerance, and never far above cuDNN's own error on the same inputs."""
+    for B in GRID_B:
+        ours, ref, x, hx = grid_problem(H, B, bi, dtype)
+        with torch.no_grad():
+            want_y, (want_h, want_c) = lstm_reference(ref, x, hx)
+            y, (h_n, c_n) = ours(x, hx)
+            cudnn_y, _ = ref(x, hx)
+        tol = tolerance(dtype)
+        assert_close(f"B={B} output", y, want_y, tol)
+        assert_close(f"B={B} h_n", h_n, want_h, tol)
+        assert_close(f"B={B} c_n", c_n, want_c, tol)
+        assert rel_err(y, want_y) <= max(tol / 2, 4 * rel_err(cudnn_y, want_y)), (B, "far above cuDNN's error")
+
+
+def test_stepwise_and_persistent_agree_on_gpu():
+    ours, ref, x, hx = grid_problem(256, 8, True, torch.float32)
+    cfg = LSTMConfig(block_h=32, block_b=8)
+    sfx = ("", "_reverse")
+    layer = pack_layer(
+        *([getattr(ref, f"{k}_l0{s}").detach() for s in sfx] for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")),
+        block_h=32,
+    )
+    xp = torch.addmm(layer.bias, x.reshape(-1, 256), layer.w_ih.t()).view(T_CHECK, 8, -1)
+    y_p, h_p, c_p = lstm_recurrent_fwd(xp, layer, hx[0], hx[1], cfg, mode=PERSISTENT)
+    y_s, h_s, c_s = lstm_recurrent_fwd(xp, layer, hx[0], hx[1], cfg, mode=STEPWISE)
+    assert torch.equal(y_p, y_s) and torch.equal(h_p, h_s) and torch.equal(c_p, c_s)
+
+
+def test_runs_beside_a_large_gemm_on_another_stream():
+    """A GEMM that occupies every SM on another stream delays our launch, never hangs it."""
+    ours, ref, x, hx = grid_problem(1024, 64, False, torch.bfloat16)
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    side, main = torch.cuda.Stream(), torch.cuda.Stream()
+    torch.cuda.synchronize()
+    with torch.no_grad():
+        with torch.cuda.stream(side):
+            for _ in range(20):
+                a = a @ a.t() / 8192
+        with torch.cuda.stream(main):
+            y, _ = ours(x, hx)
+    torch.cuda.synchronize()
+    assert_close("output", y, lstm_reference(ref, x, hx)[0], tolerance(torch.bfloat16))
+
+
+def test_two_lstms_on_two_streams_at_once(monkeypatch):
+    """Two launches whose programs together exceed the SMs: each is co-resident on its own
+    (cooperative launch), so both finish and both are right. No host sync between the calls
+    (time-out checks off), so the launches really overlap."""
+    monkeypatch.setattr(lstm_triton.launch, "CHECK_TIMEOUTS", False)
+    dev = torch.device("cuda")
+    problems = [grid_problem(1024, 64, False, torch.bfloat16), grid_problem(512, 256, True, torch.bfloat16)]
+    n_sm = torch.cuda.get_device_properties(dev).multi_processor_count
+    progs = []
+    for ours, _, x, _ in problems:
+        cfg = select_config(ours.hidden_size, x.shape[1], ours.num_directions, x.dtype, dev)
+        progs.append(cfg.programs(ours.hidden_size) * -(-x.shape[1] // cfg.block_b) * ours.num_directions)
+    assert sum(min(p, n_sm) for p in progs) > n_sm, progs  # they cannot all be resident at once
+    streams = [torch.cuda.Stream() for _ in problems]
+    torch.cuda.synchronize()
+    outs = []
+    with torch.no_grad():
+        for _ in range(3):
+            for (ours, _, x, hx), s in zip(problems, streams, strict=True):
+                with torch.cuda.stream(s):
+                    outs.append(ours(x, hx)[0])
+    torch.cuda.synchronize()
+    for i, (_, ref, x, hx) in enumerate(problems * 3):
+        assert_close(f"launch {i}", outs[i], lstm_reference(ref, x, hx)[0], tolerance(torch.bfloat16))
+
+
+def test_forced_barrier_timeout_raises_and_leaves_the_gpu_usable():
+    ours, ref, x, hx = grid_problem(512, 8, False, torch.bfloat16)
+    cfg = select_config(512, 8, 1, torch.bfloat16, torch.device("cuda"))
+    assert cfg.programs(512) > 1
+    layer = ours._packed_layer(0, cfg)
+    xp = torch.addmm(layer.bias, x.reshape(-1, 512), layer.w_ih.t()).view(T_CHECK, 8, -1)
+    with pytest.raises(BarrierTimeoutError):
+        lstm_recurrent_fwd(xp, layer, hx[0], hx[1], cfg, max_spins=0)
+    with torch.no_grad():
+        y, _ = ours(x, hx)
+    assert_close("after a time-out", y, lstm_reference(ref, x, hx)[0], tolerance(torch.bfloat16))
