@@ -11,7 +11,7 @@ from torch import nn
 from lstm_triton import LSTM, LSTMConfig
 from lstm_triton.configs import select_config
 
-from .sweeps import Case
+from .sweeps import FWDBW, Case
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,13 @@ def route(case: Case, module: LSTM, x: torch.Tensor) -> tuple[LSTMConfig | None,
     config = select_config(case.H, case.B, case.dirs, x.dtype, x.device)
     if config is None:
         return None, f"routed to PyTorch's LSTM: no kernel config fits H={case.H}, B={case.B}, dirs={case.dirs}"
+    if case.mode == FWDBW:
+        try:
+            from lstm_triton.configs import select_backward_config
+        except ImportError:  # no backward kernel in this lstm_triton: its training forward raises NotImplementedError
+            return config, None
+        if select_backward_config(config, case.H, x.dtype, x.device) is None:
+            return None, f"routed to PyTorch's LSTM: no backward config fits H={case.H}, B={case.B}"
     return config, None
 
 
