@@ -45,6 +45,10 @@ def report_main(argv: list[str]) -> int:
     p.add_argument("dir", type=Path, help="a report folder holding results.csv")
     args = p.parse_args(argv)
     from .report import build, summary
+    from .results import RESULTS_CSV
+
+    if not (args.dir / RESULTS_CSV).exists():
+        sys.exit(f"{args.dir} holds no {RESULTS_CSV}")
 
     print(f"wrote {build(args.dir)}")
     print(summary(args.dir))
@@ -98,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if (out / RESULTS_CSV).exists():
             print(f"wrote {report.build(out)}")
-    print(report.summary(out))
+            print(report.summary(out))
     if outcome.left:
         print(f"budget spent: {outcome.left} rows left; run the same command again to resume")
     return 0

@@ -4,6 +4,10 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
+
+from bench.__main__ import main
+from lstm_triton._env import interpreting
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,3 +31,11 @@ def test_cpu_run_end_to_end(tmp_path):
     assert (tmp_path / "floor.csv").exists()
     assert (tmp_path / "us_per_step-vs-B-custom-fwd-float32-bi.png").exists()
     assert (tmp_path / "speedup-heatmap-custom-fwd-float32-T4-L1.png").exists()
+
+
+@pytest.mark.skipif(not interpreting(), reason="the CPU run in this process needs the interpreter on")
+def test_zero_budget_measures_nothing_and_says_how_to_resume(tmp_path, capsys):
+    args = ["--device", "cpu", "--T", "4", "--H", "16", "--B", "1", "--dirs", "1", "--dtype", "float32"]
+    assert main([*args, "--mode", "fwd", "--budget-s", "0", "--out", str(tmp_path)]) == 0
+    assert "5 rows left; run the same command again to resume" in capsys.readouterr().out
+    assert not (tmp_path / "results.csv").exists()
