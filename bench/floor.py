@@ -5,8 +5,8 @@ import numpy as np
 import torch
 import triton
 import triton.language as tl
-from lstm_triton.kernels.common import _grid_barrier
 
+from lstm_triton.kernels.common import _grid_barrier
 from lstm_triton.launch import BARRIER_MAX_SPINS
 
 from .results import ERROR, OK, SKIPPED

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from lstm_triton import LSTM, LSTMConfig
-from lstm_triton.configs import select_config
 
 from .sweeps import FWDBW, Case
 
@@ -44,20 +43,10 @@ def _copy(base: nn.LSTM) -> nn.LSTM:
 
 def route(case: Case, module: LSTM, x: torch.Tensor) -> tuple[LSTMConfig | None, str | None]:
     """Our kernel config for this case, or why our module would run PyTorch's LSTM instead."""
-    if not module._uses_kernels(x):
-        where = "CPU tensors without TRITON_INTERPRET=1" if x.device.type == "cpu" else f"{x.dtype} on {x.device}"
-        return None, f"routed to PyTorch's LSTM: no kernel path for {where}"
-    config = select_config(case.H, case.B, case.dirs, x.dtype, x.device)
-    if config is None:
-        return None, f"routed to PyTorch's LSTM: no kernel config fits H={case.H}, B={case.B}, dirs={case.dirs}"
-    if case.mode == FWDBW:
-        try:
-            from lstm_triton.configs import select_backward_config
-        except ImportError:  # no backward kernel in this lstm_triton: its training forward raises NotImplementedError
-            return config, None
-        if select_backward_config(config, case.H, x.dtype, x.device) is None:
-            return None, f"routed to PyTorch's LSTM: no backward config fits H={case.H}, B={case.B}"
-    return config, None
+    plan = module.kernel_plan(x, training=case.mode == FWDBW)
+    if plan.reason is not None:
+        return None, f"routed to PyTorch's LSTM: {plan.reason}"
+    return plan.config, None
 
 
 def describe(config: LSTMConfig, hidden_size: int) -> str:

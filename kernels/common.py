@@ -20,6 +20,20 @@ def _tanh(x):
 
 
 @triton.jit
+def _row_tile(o_row, m_row, n, N_PAD: tl.constexpr, SPLIT_K: tl.constexpr):
+    """Offsets and mask of ``n`` consecutive elements (padded to N_PAD) after each row offset in
+    ``o_row``, shaped as a matmul's left operand: [BLOCK_B, N_PAD], or
+    [SPLIT_K, BLOCK_B, N_PAD // SPLIT_K] for a split-K dot."""
+    if SPLIT_K == 1:
+        o_k = tl.arange(0, N_PAD)
+        return o_row[:, None] + o_k[None, :], m_row[:, None] & (o_k < n)[None, :]
+    else:
+        KS: tl.constexpr = N_PAD // SPLIT_K
+        o_k = tl.arange(0, SPLIT_K)[:, None, None] * KS + tl.arange(0, KS)[None, None, :]
+        return o_row[None, :, None] + o_k, m_row[None, :, None] & (o_k < n)
+
+
+@triton.jit
 def _split_gates(g, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
     """[BLOCK_B, 4*BLOCK_H] gate pre-activations -> i, f, g, o, each [BLOCK_B, BLOCK_H].
 
@@ -30,6 +44,13 @@ def _split_gates(g, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
     g_i, g_g = tl.split(tl.permute(g_ig, (0, 2, 1)))
     g_f, g_o = tl.split(tl.permute(g_fo, (0, 2, 1)))
     return g_i, g_f, g_g, g_o
+
+
+@triton.jit
+def _join_gates(g_i, g_f, g_g, g_o, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """The inverse of ``_split_gates``: four [BLOCK_B, BLOCK_H] -> [BLOCK_B, 4*BLOCK_H]."""
+    g = tl.join(tl.join(g_i, g_f), tl.join(g_g, g_o))  # [BB, BH, g0, g1]
+    return tl.reshape(tl.permute(g, (0, 3, 1, 2)), (BLOCK_B, 4 * BLOCK_H))
 
 
 @triton.jit

@@ -14,20 +14,7 @@ barrier; for Triton's interpreter, which runs programs one after another).
 import triton
 import triton.language as tl
 
-from .common import _grid_barrier, _sigmoid, _split_gates, _tanh
-
-
-@triton.jit
-def _h_offsets(o_row, m_row, H: tl.constexpr, H_PAD: tl.constexpr, SPLIT_K: tl.constexpr):
-    """Offsets and mask of a full hidden row per batch row, shaped as the matmul's left operand:
-    [BLOCK_B, H_PAD], or [SPLIT_K, BLOCK_B, H_PAD // SPLIT_K] for a split-K dot."""
-    if SPLIT_K == 1:
-        o_k = tl.arange(0, H_PAD)
-        return o_row[:, None] + o_k[None, :], m_row[:, None] & (o_k < H)[None, :]
-    else:
-        KS: tl.constexpr = H_PAD // SPLIT_K
-        o_k = tl.arange(0, SPLIT_K)[:, None, None] * KS + tl.arange(0, KS)[None, None, :]
-        return o_row[None, :, None] + o_k, m_row[None, :, None] & (o_k < H)
+from .common import _grid_barrier, _join_gates, _row_tile, _sigmoid, _split_gates, _tanh
 
 
 @triton.jit
@@ -63,6 +50,8 @@ def _lstm_fwd_kernel(
     p_c,  # [DIRS, B, H] fp32 cell state: read at s_begin, written after the last step
     p_y,  # [T, B, DIRS * H] output, also the h exchange buffer (strides below)
     p_hn,  # [DIRS, B, H] hidden state after the last step of the launch
+    p_gates,  # like p_x: the activated gates i, f, g, o of every step (written when SAVE)
+    p_cs,  # like p_y: the cell state of every step (written when SAVE)
     p_cnt,  # [DIRS, cdiv(B, BLOCK_B)] int32 barrier counters, zeroed before the launch
     p_err,  # [1] int32, set on a barrier time-out
     T,
@@ -86,10 +75,12 @@ def _lstm_fwd_kernel(
     USE_BARRIER: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
+    SAVE: tl.constexpr,
 ):
     """Steps ``s_begin .. s_begin + n_steps - 1``; direction 1 walks time backwards
-    (step s is time T - 1 - s). UPCAST: compute on fp32 copies of 16-bit operands (the
-    interpreter's bf16 arithmetic is wrong; products of 16-bit floats are exact in fp32)."""
+    (step s is time T - 1 - s). SAVE: keep what the backward kernel needs. UPCAST: compute on
+    fp32 copies of 16-bit operands (the interpreter's bf16 arithmetic is wrong; products of
+    16-bit floats are exact in fp32)."""
     pid_p = tl.program_id(0)
     n_prog = tl.num_programs(0)
     b_tile = tl.program_id(1) + b_tile0
@@ -108,7 +99,7 @@ def _lstm_fwd_kernel(
     m_s = m_b[:, None] & (o_unit < H)[None, :]
     o_s = d * B * H + o_b[:, None] * H + o_unit[None, :]  # own slice of [DIRS, B, H]
     o_ys = o_b64[:, None] * stride_yb + d * H + o_unit[None, :]  # own slice of y[t]
-    o_yh, m_h = _h_offsets(o_b64 * stride_yb + d * H, m_b, H, H_PAD, SPLIT_K)  # full row of y[t]
+    o_yh, m_h = _row_tile(o_b64 * stride_yb + d * H, m_b, H, H_PAD, SPLIT_K)  # full row of y[t]
     o_x = o_b64[:, None] * stride_xb + d * n_cols + pid_p * N + tl.arange(0, N)[None, :]
     m_x = m_b[:, None]
 
@@ -116,7 +107,7 @@ def _lstm_fwd_kernel(
     # h_{t-1} of the first step: the initial state, or the previous launch's output
     if s_begin == 0:
         if USE_INITIAL_STATE:
-            o_h0, m_h0 = _h_offsets(d * B * H + o_b * H, m_b, H, H_PAD, SPLIT_K)
+            o_h0, m_h0 = _row_tile(d * B * H + o_b * H, m_b, H, H_PAD, SPLIT_K)
             b_h = tl.load(p_h0 + o_h0, mask=m_h0, other=0.0)
         else:
             b_h = tl.zeros(o_yh.shape, dtype=p_y.dtype.element_ty)
@@ -133,10 +124,15 @@ def _lstm_fwd_kernel(
             b_h = b_h.to(tl.float32)
         g = _recurrent_matmul(b_h, b_w, SPLIT_K, USE_FMA, PRECISION) + b_x.to(tl.float32)
         g_i, g_f, g_g, g_o = _split_gates(g, BLOCK_B, BLOCK_H)
-        c = _sigmoid(g_f) * c + _sigmoid(g_i) * _tanh(g_g)
-        h = _sigmoid(g_o) * _tanh(c)
+        a_i, a_f, a_g, a_o = _sigmoid(g_i), _sigmoid(g_f), _tanh(g_g), _sigmoid(g_o)
+        c = a_f * c + a_i * a_g
+        h = a_o * _tanh(c)
         p_yt = p_y + t.to(tl.int64) * stride_yt
         tl.store(p_yt + o_ys, h.to(p_y.dtype.element_ty), mask=m_s)
+        if SAVE:
+            b_a = _join_gates(a_i, a_f, a_g, a_o, BLOCK_B, BLOCK_H)
+            tl.store(p_gates + t.to(tl.int64) * stride_xt + o_x, b_a.to(p_gates.dtype.element_ty), mask=m_x)
+            tl.store(p_cs + t.to(tl.int64) * stride_yt + o_ys, c.to(p_cs.dtype.element_ty), mask=m_s)
         # next step's projection is loaded before the barrier: its latency hides behind the wait
         more = s + 1 < s_end
         t_next = t + 1 - 2 * d

@@ -15,6 +15,7 @@ import re
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
 import torch
@@ -23,9 +24,10 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import create_function_from_signature
 
-from .configs import H200, Chip, LSTMConfig, heuristic
+from .configs import H200, Chip, LSTMConfig, backward_config, heuristic, training_config
+from .kernels.lstm_bwd import _lstm_bwd_kernel
 from .kernels.lstm_fwd import _lstm_fwd_kernel
-from .launch import BARRIER_MAX_SPINS, fwd_kernel_args
+from .launch import BARRIER_MAX_SPINS, Saved, bwd_kernel_args, fwd_kernel_args
 from .layout import PackedLayer, padded_hidden
 
 SM90 = GPUTarget("cuda", 90, 32)
@@ -35,8 +37,12 @@ GRID_B = (1, 8, 64, 256)
 GRID_PRECISIONS = ((torch.bfloat16, False), (torch.float16, False), (torch.float32, False), (torch.float32, True))
 
 
+FWD, FWD_TRAIN, BWD = "fwd", "fwd-train", "bwd"  # inference forward, training forward (saves), backward
+
+
 @dataclass
 class CompileReport:
+    kernel: str
     hidden_size: int
     dtype: str
     exact_fp32: bool
@@ -56,7 +62,8 @@ class CompileReport:
         return out
 
 
-def compile_fwd(
+def compile_kernel(
+    kind: str,
     config: LSTMConfig,
     hidden_size: int,
     batch: int,
@@ -65,30 +72,20 @@ def compile_fwd(
     exact_fp32: bool = False,
     target: GPUTarget = SM90,
 ) -> CompileReport:
-    """Compile the forward kernel as a persistent launch of this shape would (same arguments,
-    so the same specialization: pointer alignment and integer attributes change the code)."""
+    """Compile one kernel (FWD, FWD_TRAIN or BWD) as a persistent launch of this shape would:
+    the same argument builder as the launcher, so the same specialization (pointer alignment
+    and integer attributes change the code). Tensors are empty CPU stand-ins."""
     H, h_pad = hidden_size, padded_hidden(hidden_size)
     n_cols = 4 * config.block_h * config.programs(H)
     T = 1  # the sequence length is not specialized; the strides do not depend on it
     xp = torch.empty(T, batch, dirs * n_cols, dtype=dtype)
-    layer = PackedLayer(
-        torch.empty(0, dtype=dtype), None, torch.empty(dirs, h_pad, n_cols, dtype=dtype), H, config.block_h
-    )
+    layer = PackedLayer(None, None, torch.empty(dirs, h_pad, n_cols, dtype=dtype), H, config.block_h)
     state = torch.empty(dirs, batch, H, dtype=dtype)
-    c = torch.empty(dirs, batch, H)
+    state32 = torch.empty(dirs, batch, H)
     y = torch.empty(T, batch, dirs * H, dtype=dtype)
     cnt = torch.empty(dirs, triton.cdiv(batch, config.block_b), dtype=torch.int32)
     err = torch.empty(1, dtype=torch.int32)
-    args, kwargs = fwd_kernel_args(
-        xp,
-        layer,
-        state,
-        c,
-        y,
-        state,
-        cnt,
-        err,
-        config,
+    common = dict(
         s_begin=0,
         n_steps=T,
         b_tile0=0,
@@ -98,7 +95,17 @@ def compile_fwd(
         interp=False,
         exact_fp32=exact_fp32,
     )
-    kernel = _lstm_fwd_kernel
+    saved = Saved(torch.empty_like(xp), torch.empty_like(y))
+    if kind == BWD:
+        kernel = _lstm_bwd_kernel
+        args, kwargs = bwd_kernel_args(
+            y, saved, state, layer, state32, state32, torch.empty_like(xp), state, cnt, err, config, final=1, **common
+        )
+    else:
+        kernel = _lstm_fwd_kernel
+        args, kwargs = fwd_kernel_args(
+            xp, layer, state, state32, y, state, saved if kind == FWD_TRAIN else None, cnt, err, config, **common
+        )
     backend = make_backend(target)
     binder = create_function_from_signature(kernel.signature, kernel.params, backend)
     bound, spec, options = binder(*args, **kwargs)
@@ -106,10 +113,11 @@ def compile_fwd(
     t0 = time.time()
     compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=target, options=options.__dict__)
     compile_s = time.time() - t0
-    regs, spills = _ptxas_resources(compiled.asm["ptx"], target)
     ptx = compiled.asm["ptx"]
+    regs, spills = _ptxas_resources(ptx, target)
     matmul = "wgmma" if "wgmma.mma_async" in ptx else "mma.sync" if "mma.sync" in ptx else "fma"
     return CompileReport(
+        kind,
         H,
         str(dtype).removeprefix("torch."),
         exact_fp32,
@@ -143,31 +151,43 @@ def _ptxas_resources(ptx: str, target: GPUTarget) -> tuple[int, int]:
 
 
 def grid_configs(chip: Chip = H200):
-    """Every distinct (config, H, dtype, exact_fp32) the heuristic picks on the bench grid, with
-    one shape that picks it: (config, H, B, dirs, dtype, exact_fp32)."""
+    """Every distinct kernel compile the launcher needs on the bench grid, inference and
+    training: (kind, config, H, B, dirs, dtype, exact_fp32), one shape per distinct compile."""
     seen = {}
     for dtype, exact in GRID_PRECISIONS:
         for H in GRID_H:
             for B in GRID_B:
                 for dirs in (1, 2):
                     cfg = heuristic(H, B, dirs, dtype, chip, exact_fp32=exact)
-                    if cfg is not None:
-                        seen.setdefault((cfg, H, dtype, exact), (cfg, H, B, dirs, dtype, exact))
+                    if cfg is None:
+                        continue
+                    bwd = backward_config(cfg, H, dtype, chip, exact_fp32=exact)
+                    for kind, c in ((FWD, cfg), (FWD_TRAIN, training_config(cfg)), (BWD, bwd)):
+                        if c is not None:
+                            seen.setdefault((kind, c, H, dtype, exact), (kind, c, H, B, dirs, dtype, exact))
     return list(seen.values())
+
+
+def label(kind, config, H, dtype, exact) -> str:
+    return f"{kind}-H{H}-{str(dtype).removeprefix('torch.')}{'-ieee' if exact else ''}-{config}"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="", help="regex over 'H<h>-<dtype>[-ieee]-<config>' labels")
+    ap.add_argument("--only", default="", help="regex over '<kind>-H<h>-<dtype>[-ieee]-<config>' labels")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compiles in parallel")
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise SystemExit("unset TRITON_INTERPRET: this compiles the kernels for the GPU")
-    for cfg, H, B, dirs, dtype, exact in grid_configs():
-        label = f"H{H}-{str(dtype).removeprefix('torch.')}{'-ieee' if exact else ''}-{cfg}"
-        if args.only and not re.search(args.only, label):
-            continue
-        rep = compile_fwd(cfg, H, B, dirs, dtype, exact)
-        print(json.dumps(dict(asdict(rep), B=B, dirs=dirs, problems=rep.problems())), flush=True)
+    todo = [c for c in grid_configs() if not args.only or re.search(args.only, label(c[0], c[1], c[2], c[5], c[6]))]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        for (_, _, _, B, dirs, _, _), rep in zip(todo, pool.map(_compile_one, todo), strict=True):
+            print(json.dumps(dict(asdict(rep), B=B, dirs=dirs, problems=rep.problems())), flush=True)
+
+
+def _compile_one(job) -> CompileReport:
+    kind, cfg, H, B, dirs, dtype, exact = job
+    return compile_kernel(kind, cfg, H, B, dirs, dtype, exact)
 
 
 if __name__ == "__main__":

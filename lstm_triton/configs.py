@@ -46,6 +46,9 @@ MIN_DOT_BLOCK_B = 8
 MAX_BLOCK_B = 32
 WIDE_BLOCK_B = 32  # batch tiles this tall get 8 warps on the dot path
 EXACT_FP32_WIDE_H, EXACT_FP32_WIDE_BLOCK_H = 512, 8  # exact fp32 dots at H >= 512: 8 units a program
+TRAIN_WIDE_BLOCK_B = 16  # the training forward gets 8 warps from this batch tile on
+MAX_BWD_BLOCK_B, MAX_EXACT_BWD_BLOCK_B = 16, 4  # the backward's batch tile, TF32/16-bit and exact fp32
+EXACT_BWD_CHUNK, MAX_EXACT_BWD_SPLIT = 256, 16  # exact fp32 backward: gate columns per warp, warps
 # Registers one thread may spend on the fp32 weight slice of the FMA path.
 MAX_FMA_WEIGHT_REGS = 160
 
@@ -58,18 +61,21 @@ def chip_of(device: torch.device) -> Chip:
     return Chip(p.name, p.multi_processor_count, smem, getattr(p, "regs_per_multiprocessor", 65536))
 
 
-def check_config(config: LSTMConfig, hidden_size: int) -> None:
-    """Raise ValueError for a config the kernel cannot compile for this hidden size."""
+def check_config(config: LSTMConfig, hidden_size: int, reduction: int | None = None) -> None:
+    """Raise ValueError for a config the kernel cannot compile for this hidden size;
+    ``reduction``: the padded length of the kernel's dot reduction (default: the forward's,
+    the padded hidden size)."""
     h_pad = padded_hidden(hidden_size)
+    reduction = reduction or h_pad
     for name in ("block_h", "block_b", "split_k", "num_warps"):
         v = getattr(config, name)
         if v < 1 or v & (v - 1):
             raise ValueError(f"LSTMConfig.{name} must be a power of two, got {v}")
     if config.use_fma and config.split_k != 1:
         raise ValueError("LSTMConfig: use_fma and split_k > 1 exclude each other")
-    if not config.use_fma and h_pad // config.split_k < MIN_DOT_K:
+    if not config.use_fma and reduction // config.split_k < MIN_DOT_K:
         raise ValueError(
-            f"LSTMConfig.split_k={config.split_k} leaves a dot reduction of {h_pad // config.split_k} "
+            f"LSTMConfig.split_k={config.split_k} leaves a dot reduction of {reduction // config.split_k} "
             f"< {MIN_DOT_K} for hidden_size={hidden_size}"
         )
     if config.block_h > h_pad:
@@ -172,3 +178,53 @@ def select_config(hidden_size: int, batch: int, dirs: int, dtype: torch.dtype, d
     interpreter."""
     chip = INTERPRETER if interpreting() else chip_of(device)
     return heuristic(hidden_size, batch, dirs, dtype, chip, exact_fp32=not torch.backends.cudnn.allow_tf32)
+
+
+def training_config(config: LSTMConfig) -> LSTMConfig:
+    """The training forward: the same layout, plus a store of the activations each step, which
+    spills with 4 warps on batch tiles of 16 rows and more (sm_90 compile check)."""
+    if not config.use_fma and config.block_b >= TRAIN_WIDE_BLOCK_B:
+        return replace(config, num_warps=max(config.num_warps, 8))
+    return config
+
+
+def bwd_reduction(config: LSTMConfig, hidden_size: int) -> int:
+    """The backward dot's padded reduction length: all gate columns of a direction."""
+    return next_pow2(4 * config.block_h * config.programs(hidden_size))
+
+
+def bwd_smem_estimate(config: LSTMConfig, hidden_size: int, elem_bytes: int) -> int:
+    """Shared memory of a backward program: its W_hh slice [K_PAD, block_h] and the dgates row
+    [block_b, K_PAD] it reads each step."""
+    k_pad = bwd_reduction(config, hidden_size)
+    return (k_pad * config.block_h + config.block_b * k_pad) * elem_bytes
+
+
+def backward_config(
+    config: LSTMConfig, hidden_size: int, dtype: torch.dtype, chip: Chip, exact_fp32: bool = False
+) -> LSTMConfig | None:
+    """The backward kernel runs the forward's hidden split (the packed layout depends on it)
+    with the tallest batch tile, up to the forward's, that fits on chip; None if none does.
+    The reduction over all 4H gate columns is split over the warps (no spills, sm_90 compile
+    check); exact fp32 dots need short batch tiles and chunks of EXACT_BWD_CHUNK per warp."""
+    if chip is INTERPRETER:
+        return LSTMConfig(config.block_h, config.block_b)
+    exact_fp32 = exact_fp32 and dtype == torch.float32
+    k_pad = bwd_reduction(config, hidden_size)
+    block_b = min(config.block_b, MAX_EXACT_BWD_BLOCK_B if exact_fp32 else MAX_BWD_BLOCK_B)
+    while block_b >= 1:
+        if exact_fp32:
+            split = min(MAX_EXACT_BWD_SPLIT, max(1, k_pad // EXACT_BWD_CHUNK))
+        else:
+            split = min(4 if block_b <= MIN_DOT_BLOCK_B else 8, k_pad // MIN_DOT_K)
+        cand = LSTMConfig(config.block_h, block_b, split_k=split, num_warps=max(split, 4))
+        if bwd_smem_estimate(cand, hidden_size, dtype.itemsize) <= chip.smem_per_block:
+            check_config(cand, hidden_size, k_pad)
+            return cand
+        block_b //= 2
+    return None
+
+
+def select_backward_config(config: LSTMConfig, hidden_size: int, dtype: torch.dtype, device: torch.device):
+    chip = INTERPRETER if interpreting() else chip_of(device)
+    return backward_config(config, hidden_size, dtype, chip, exact_fp32=not torch.backends.cudnn.allow_tf32)

@@ -1,10 +1,13 @@
 """The recurrent launcher: checks, allocation, grid and launch plan, the kernel call."""
 
+from dataclasses import dataclass
+
 import torch
 import triton
 
-from ._env import interpreting
+from ._env import interpreting, next_pow2
 from .configs import INTERPRETER, Chip, LSTMConfig, check_config, chip_of
+from .kernels.lstm_bwd import _lstm_bwd_kernel
 from .kernels.lstm_fwd import _lstm_fwd_kernel
 from .layout import PackedLayer
 
@@ -52,6 +55,40 @@ def launch_groups(n_prog: int, n_tiles: int, dirs: int, chip: Chip) -> list[tupl
     return [(b0, min(per_launch, n_tiles - b0), d, 1) for d in range(dirs) for b0 in range(0, n_tiles, per_launch)]
 
 
+@dataclass
+class Saved:
+    """What the training forward keeps for the backward kernel."""
+
+    gates: torch.Tensor  # xp's shape and strides: the activated gates i, f, g, o of every step
+    cs: torch.Tensor  # y's shape and strides: the cell state of every step
+
+
+def schedule(T: int, n_prog: int, n_tiles: int, dirs: int, mode: str, chip: Chip, final_pass: bool = False):
+    """The launches of one recurrence, ``(s_begin, n_steps, b_tile0, n_tiles, d0, n_dirs, final)``
+    each: persistent launches run every step behind the grid barrier; stepwise launches run one
+    step each, and ``final_pass`` adds a launch of no step for what needs the last step complete."""
+    if mode == PERSISTENT:
+        return [(0, T, b0, nb, d0, nd, True) for b0, nb, d0, nd in launch_groups(n_prog, n_tiles, dirs, chip)]
+    if mode == STEPWISE:
+        steps = [(s, 1, 0, n_tiles, 0, dirs, False) for s in range(T)]
+        return steps + ([(T, 0, 0, n_tiles, 0, dirs, True)] if final_pass else [])
+    raise ValueError(f"mode must be {PERSISTENT!r} or {STEPWISE!r}, got {mode!r}")
+
+
+def _common_kwargs(config: LSTMConfig, layer: PackedLayer, dtype, barrier, interp, exact_fp32):
+    return dict(
+        H=layer.hidden_size,
+        H_PAD=layer.w_hh.shape[1],
+        BLOCK_H=config.block_h,
+        BLOCK_B=config.block_b,
+        USE_BARRIER=barrier,
+        PRECISION=dot_precision(dtype, exact_fp32),
+        UPCAST=interp and dtype != torch.float32,
+        num_warps=config.num_warps,
+        launch_cooperative_grid=barrier and not interp,
+    )
+
+
 def fwd_kernel_args(
     xp,
     layer: PackedLayer,
@@ -59,18 +96,19 @@ def fwd_kernel_args(
     c,
     y,
     h_n,
+    saved: Saved | None,
     cnt,
     err,
     config: LSTMConfig,
     *,
-    s_begin: int,
-    n_steps: int,
-    b_tile0: int,
-    d0: int,
-    barrier: bool,
-    max_spins: int,
-    interp: bool,
-    exact_fp32: bool,
+    s_begin,
+    n_steps,
+    b_tile0,
+    d0,
+    barrier,
+    max_spins,
+    interp,
+    exact_fp32,
 ):
     """The forward kernel's arguments, shared by the launcher and the ahead-of-time compile check
     (which must specialize the kernel exactly as a launch does)."""
@@ -82,6 +120,8 @@ def fwd_kernel_args(
         c,
         y,
         h_n,
+        saved.gates if saved else xp,
+        saved.cs if saved else y,
         cnt,
         err,
         T,
@@ -96,21 +136,86 @@ def fwd_kernel_args(
         y.stride(0),
         y.stride(1),
     )
-    kwargs = dict(
-        H=layer.hidden_size,
-        H_PAD=layer.w_hh.shape[1],
-        BLOCK_H=config.block_h,
-        BLOCK_B=config.block_b,
-        SPLIT_K=config.split_k,
-        USE_FMA=config.use_fma,
-        USE_INITIAL_STATE=h0 is not None,
-        USE_BARRIER=barrier,
-        PRECISION=dot_precision(xp.dtype, exact_fp32),
-        UPCAST=interp and xp.dtype != torch.float32,
-        num_warps=config.num_warps,
-        launch_cooperative_grid=barrier and not interp,
+    kwargs = _common_kwargs(config, layer, xp.dtype, barrier, interp, exact_fp32)
+    kwargs.update(
+        SPLIT_K=config.split_k, USE_FMA=config.use_fma, USE_INITIAL_STATE=h0 is not None, SAVE=saved is not None
     )
     return args, kwargs
+
+
+def bwd_kernel_args(
+    dy,
+    saved: Saved,
+    c0,
+    layer: PackedLayer,
+    dh_n,
+    dc,
+    dxp,
+    dh0,
+    cnt,
+    err,
+    config: LSTMConfig,
+    *,
+    s_begin,
+    n_steps,
+    final,
+    b_tile0,
+    d0,
+    barrier,
+    max_spins,
+    interp,
+    exact_fp32,
+):
+    """The backward kernel's arguments (launcher and compile check)."""
+    T, B, _ = dy.shape
+    args = (
+        dy,
+        saved.gates,
+        saved.cs,
+        c0 if c0 is not None else dh_n,
+        layer.w_hh,
+        dh_n,
+        dc,
+        dxp,
+        dh0,
+        cnt,
+        err,
+        T,
+        B,
+        s_begin,
+        n_steps,
+        final,
+        b_tile0,
+        d0,
+        max_spins,
+        saved.gates.stride(0),
+        saved.gates.stride(1),
+        saved.cs.stride(0),
+        saved.cs.stride(1),
+        dy.stride(0),
+        dy.stride(1),
+    )
+    kwargs = _common_kwargs(config, layer, dy.dtype, barrier, interp, exact_fp32)
+    kwargs.update(K_PAD=next_pow2(layer.w_hh.shape[2]), SPLIT_K=config.split_k, USE_INITIAL_STATE=c0 is not None)
+    return args, kwargs
+
+
+def _check_layer(xp: torch.Tensor, layer: PackedLayer, config: LSTMConfig, reduction: int | None = None) -> None:
+    dirs, _, n_cols = layer.w_hh.shape
+    check_config(config, layer.hidden_size, reduction)
+    if layer.block_h != config.block_h:
+        raise ValueError(f"the layer is packed for block_h={layer.block_h}, the config has {config.block_h}")
+    if xp.shape[2] != dirs * n_cols:
+        raise ValueError(f"xp's last dim {xp.shape[2]} does not match the packed layer's {dirs} x {n_cols} columns")
+    if layer.w_hh.dtype != xp.dtype or xp.stride(2) != 1:
+        raise ValueError("xp must have the packed weights' dtype and a contiguous last dim")
+
+
+def _check_state(name, t, shape, dtype, dev) -> None:
+    if t is not None and (t.shape != shape or t.dtype != dtype or t.device != dev):
+        raise ValueError(
+            f"{name} must be a {list(shape)} {dtype} tensor on {dev}, got {list(t.shape)} {t.dtype} on {t.device}"
+        )
 
 
 def lstm_recurrent_fwd(
@@ -121,6 +226,7 @@ def lstm_recurrent_fwd(
     config: LSTMConfig,
     *,
     out: torch.Tensor | None = None,
+    save: bool = False,
     mode: str | None = None,
     exact_fp32: bool | None = None,
     chip: Chip | None = None,
@@ -134,6 +240,7 @@ def lstm_recurrent_fwd(
     layer: the layer's weights packed for ``config.block_h`` (``layout.pack_layer``), xp's dtype
     h0, c0: [DIRS, B, H] initial states or None (zeros)
     out:  optional [T, B, DIRS * H] tensor (last dim contiguous) to write the output into
+    save: keep what ``lstm_recurrent_bwd`` needs (the training forward)
     mode: PERSISTENT (one launch, grid barrier) or STEPWISE (a launch per step); default
           persistent on GPU, stepwise under the interpreter when P > 1.
     exact_fp32: float32 dots without TF32; default: ``not torch.backends.cudnn.allow_tf32``,
@@ -142,26 +249,15 @@ def lstm_recurrent_fwd(
     err:  a [1] int32 time-out flag shared by several calls, which the caller then checks with
           ``raise_on_timeout`` (one sync for a whole stack of layers); default: a flag of this
           call's own, checked before returning when CHECK_TIMEOUTS.
-    Returns y [T, B, DIRS * H], h_n [DIRS, B, H], c_n [DIRS, B, H], all in xp's dtype.
+    Returns y [T, B, DIRS * H], h_n [DIRS, B, H], c_n [DIRS, B, H] in xp's dtype, and the
+    ``Saved`` activations (None unless ``save``).
     """
     T, B, _ = xp.shape
-    w_hh, H = layer.w_hh, layer.hidden_size
-    dirs, _, n_cols = w_hh.shape
+    H, dirs = layer.hidden_size, layer.w_hh.shape[0]
     dtype, dev = xp.dtype, xp.device
-    check_config(config, H)
-    n_prog = config.programs(H)
-    if layer.block_h != config.block_h:
-        raise ValueError(f"the layer is packed for block_h={layer.block_h}, the config has {config.block_h}")
-    if xp.shape[2] != dirs * n_cols:
-        raise ValueError(f"xp's last dim {xp.shape[2]} does not match the packed layer's {dirs} x {n_cols} columns")
-    if w_hh.dtype != dtype or xp.stride(2) != 1:
-        raise ValueError("xp must have the packed weights' dtype and a contiguous last dim")
+    _check_layer(xp, layer, config)
     for name, t in (("h0", h0), ("c0", c0)):
-        if t is not None and (t.shape != (dirs, B, H) or t.dtype != dtype or t.device != dev):
-            raise ValueError(
-                f"{name} must be a [{dirs}, {B}, {H}] {dtype} tensor on {dev}, got "
-                f"{list(t.shape)} {t.dtype} on {t.device}"
-            )
+        _check_state(name, t, (dirs, B, H), dtype, dev)
     if h0 is not None and not h0.is_contiguous():
         raise ValueError("h0 must be contiguous")
     y = out if out is not None else new_output(T, B, dirs * H, device=dev, dtype=dtype)
@@ -171,23 +267,20 @@ def lstm_recurrent_fwd(
     c = torch.zeros(dirs, B, H, device=dev, dtype=torch.float32)  # the kernel's cell state, in and out
     if c0 is not None:
         c.copy_(c0)
+    saved = Saved(torch.empty_like(xp), torch.empty_like(y)) if save else None
     if T == 0 or B == 0:
-        return y, h_n.zero_() if h0 is None else h_n.copy_(h0), c.to(dtype)
+        return y, h_n.zero_() if h0 is None else h_n.copy_(h0), c.to(dtype), saved
 
     interp = interpreting()
-    if exact_fp32 is None:
-        exact_fp32 = not torch.backends.cudnn.allow_tf32
+    exact_fp32 = (not torch.backends.cudnn.allow_tf32) if exact_fp32 is None else exact_fp32
+    n_prog, n_tiles = config.programs(H), triton.cdiv(B, config.block_b)
     mode = mode or default_mode(n_prog)
-    n_tiles = triton.cdiv(B, config.block_b)
+    use_barrier = uses_barrier(n_prog, mode)
+    chip = chip or (INTERPRETER if interp else chip_of(dev))
     cnt = torch.zeros(dirs, n_tiles, device=dev, dtype=torch.int32)
     own_err = err is None
-    if own_err:
-        err = new_timeout_flag(dev)
-    use_barrier = uses_barrier(n_prog, mode)
-    if chip is None:
-        chip = INTERPRETER if interp else chip_of(dev)
-
-    def launch(s_begin, n_steps, b_tile0, nb, d0, nd, barrier):
+    err = new_timeout_flag(dev) if own_err else err
+    for s_begin, n_steps, b_tile0, nb, d0, nd, _ in schedule(T, n_prog, n_tiles, dirs, mode, chip):
         args, kwargs = fwd_kernel_args(
             xp,
             layer,
@@ -195,6 +288,7 @@ def lstm_recurrent_fwd(
             c,
             y,
             h_n,
+            saved,
             cnt,
             err,
             config,
@@ -202,24 +296,96 @@ def lstm_recurrent_fwd(
             n_steps=n_steps,
             b_tile0=b_tile0,
             d0=d0,
-            barrier=barrier,
+            barrier=use_barrier,
             max_spins=max_spins,
             interp=interp,
             exact_fp32=exact_fp32,
         )
         _lstm_fwd_kernel[(n_prog, nb, nd)](*args, **kwargs)
-
-    if mode == PERSISTENT:
-        for b_tile0, nb, d0, nd in launch_groups(n_prog, n_tiles, dirs, chip):
-            launch(0, T, b_tile0, nb, d0, nd, use_barrier)
-    elif mode == STEPWISE:
-        for s in range(T):
-            launch(s, 1, 0, n_tiles, 0, dirs, False)
-    else:
-        raise ValueError(f"mode must be {PERSISTENT!r} or {STEPWISE!r}, got {mode!r}")
     if own_err and use_barrier and CHECK_TIMEOUTS:
         raise_on_timeout(err)
-    return y, h_n, c.to(dtype)
+    return y, h_n, c.to(dtype), saved
+
+
+def lstm_recurrent_bwd(
+    dy: torch.Tensor,
+    dh_n: torch.Tensor,
+    dc_n: torch.Tensor,
+    layer: PackedLayer,
+    y: torch.Tensor,
+    h0: torch.Tensor | None,
+    c0: torch.Tensor | None,
+    saved: Saved,
+    config: LSTMConfig,
+    *,
+    mode: str | None = None,
+    exact_fp32: bool | None = None,
+    chip: Chip | None = None,
+    max_spins: int = BARRIER_MAX_SPINS,
+):
+    """Gradients of one layer's recurrence from the gradients of its outputs.
+
+    dy:   [T, B, DIRS * H] gradient of y; dh_n, dc_n: [DIRS, B, H] gradients of h_n and c_n
+    layer, y, h0, c0, saved: the forward's packed weights, output, initial states and Saved
+    config: the backward's launch config (``configs.backward_config``): the forward's hidden
+          split, its own batch tile
+    Returns dxp (xp's shape and strides), dw_hh (``layer.w_hh``'s shape), dh0 and dc0
+    ([DIRS, B, H]; dh0 is None when h0 is). Weight gradients are GEMMs: no atomics, so two runs
+    give the same bits.
+    """
+    T, B, _ = dy.shape
+    H, (dirs, _, n_cols) = layer.hidden_size, layer.w_hh.shape
+    dtype, dev = dy.dtype, dy.device
+    _check_layer(saved.gates, layer, config, next_pow2(n_cols))
+    dy = dy if dy.stride(2) == 1 else dy.contiguous()
+    dh_n = dh_n.float().contiguous()
+    dc = dc_n.float().contiguous().clone()  # the kernel's cell-state gradient, in and out
+    dxp = torch.empty_like(saved.gates)
+    dh0 = new_output(dirs, B, H, device=dev, dtype=dtype)
+
+    interp = interpreting()
+    exact_fp32 = (not torch.backends.cudnn.allow_tf32) if exact_fp32 is None else exact_fp32
+    n_prog, n_tiles = config.programs(H), triton.cdiv(B, config.block_b)
+    mode = mode or default_mode(n_prog)
+    use_barrier = uses_barrier(n_prog, mode)
+    chip = chip or (INTERPRETER if interp else chip_of(dev))
+    cnt = torch.zeros(dirs, n_tiles, device=dev, dtype=torch.int32)
+    err = new_timeout_flag(dev)
+    for s_begin, n_steps, b_tile0, nb, d0, nd, final in schedule(T, n_prog, n_tiles, dirs, mode, chip, True):
+        args, kwargs = bwd_kernel_args(
+            dy,
+            saved,
+            c0,
+            layer,
+            dh_n,
+            dc,
+            dxp,
+            dh0,
+            cnt,
+            err,
+            config,
+            s_begin=s_begin,
+            n_steps=n_steps,
+            final=int(final),
+            b_tile0=b_tile0,
+            d0=d0,
+            barrier=use_barrier,
+            max_spins=max_spins,
+            interp=interp,
+            exact_fp32=exact_fp32,
+        )
+        _lstm_bwd_kernel[(n_prog, nb, nd)](*args, **kwargs)
+    if use_barrier and CHECK_TIMEOUTS:
+        raise_on_timeout(err)
+
+    # dW_hh^T[d] = sum_t h_{t-1}^T dgates_t, h_{t-1} from the output (h0 or zeros at the first step)
+    first = torch.zeros(dirs, B, H, device=dev, dtype=dtype) if h0 is None else h0
+    dw_hh = torch.zeros_like(layer.w_hh)
+    for d in range(dirs):
+        y_d = y[:, :, d * H : (d + 1) * H]
+        h_prev = torch.cat([first[d, None], y_d[:-1]]) if d == 0 else torch.cat([y_d[1:], first[d, None]])
+        dw_hh[d, :H] = torch.einsum("tbh,tbn->hn", h_prev, dxp[:, :, d * n_cols : (d + 1) * n_cols])
+    return dxp, dw_hh, (dh0 if h0 is not None else None), dc.to(dtype)
 
 
 def default_mode(n_prog: int) -> str:

@@ -1,5 +1,7 @@
 """``lstm_triton.LSTM``: ``torch.nn.LSTM`` with its recurrence on our persistent kernels."""
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -7,7 +9,8 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import launch
 from ._env import interpreting
-from .configs import LSTMConfig, select_config
+from .configs import LSTMConfig, select_backward_config, select_config, training_config
+from .function import LSTMRecurrence
 from .launch import lstm_recurrent_fwd, new_output, new_timeout_flag, raise_on_timeout, uses_barrier
 from .layout import PackedLayer, pack_layer
 
@@ -20,6 +23,15 @@ class InputTypeError(TypeError, AttributeError):
 
 class HiddenStateError(RuntimeError, IndexError):
     """``hx`` is not a pair of tensors (nn.LSTM fails there with a RuntimeError or IndexError)."""
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """What a forward call runs: our kernels with these configs, or PyTorch's LSTM (``reason``)."""
+
+    config: LSTMConfig | None = None  # the forward kernel's (the training forward's when training)
+    backward: LSTMConfig | None = None  # the backward kernel's, when training
+    reason: str | None = None  # why PyTorch's LSTM runs instead; None: our kernels
 
 
 class LSTM(nn.LSTM):
@@ -62,36 +74,49 @@ class LSTM(nn.LSTM):
         state["_packed"] = {}  # a cache of the weights in kernel layout: rebuilt on demand
         return state
 
-    def _uses_kernels(self, input) -> bool:
-        if isinstance(input, PackedSequence) or self.proj_size > 0 or input.dtype not in KERNEL_DTYPES:
-            return False
-        return input.device.type == "cuda" or (input.device.type == "cpu" and interpreting())
+    def kernel_plan(self, input, hx=None, training: bool | None = None) -> "KernelPlan":
+        """What ``forward(input, hx)`` would run: our kernels with which configs, or PyTorch's
+        LSTM and why. ``training``: whether autograd will differentiate the call (default: as
+        the call would decide, from grad mode and what requires grad)."""
+        if isinstance(input, PackedSequence):
+            return KernelPlan(reason="PackedSequence input")
+        if self.proj_size > 0:
+            return KernelPlan(reason="proj_size > 0")
+        if input.dtype not in KERNEL_DTYPES:
+            return KernelPlan(reason=f"{input.dtype} input")
+        if not (input.device.type == "cuda" or (input.device.type == "cpu" and interpreting())):
+            return KernelPlan(reason=f"{input.device.type} tensors without TRITON_INTERPRET=1")
+        if training is None:
+            training = torch.is_grad_enabled() and (
+                input.requires_grad
+                or any(p.requires_grad for p in self._flat_weights)
+                or (hx is not None and (hx[0].requires_grad or hx[1].requires_grad))
+            )
+        batch = 1 if input.dim() == 2 else input.shape[0 if self.batch_first else 1]
+        H, D = self.hidden_size, self.num_directions
+        config = select_config(H, batch, D, input.dtype, input.device)
+        if config is None:
+            return KernelPlan(reason=f"no kernel config keeps the weights on chip (H={H}, B={batch}, dirs={D})")
+        if not training:
+            return KernelPlan(config)
+        backward = select_backward_config(config, H, input.dtype, input.device)
+        if backward is None:
+            return KernelPlan(reason=f"no backward config fits on chip (H={H}, B={batch}, dirs={D})")
+        return KernelPlan(training_config(config), backward)
 
     def forward(self, input, hx=None):
         if isinstance(input, PackedSequence):
             return super().forward(input, hx)
         batched = _check_forward_args(self, input, hx)
-        if not self._uses_kernels(input):
+        plan = self.kernel_plan(input, hx)
+        if plan.reason is not None:
             return super().forward(input, hx)
         x = input if batched else input.unsqueeze(1)
         if not batched and hx is not None:
             hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
         if self.batch_first and batched:
             x = x.transpose(0, 1)  # a view: the kernels take time-major strides
-        T, B = x.shape[:2]
-        config = select_config(self.hidden_size, B, self.num_directions, x.dtype, x.device)
-        if config is None:
-            return super().forward(input, hx)
-        if torch.is_grad_enabled() and (
-            x.requires_grad
-            or any(p.requires_grad for p in self._flat_weights)
-            or (hx is not None and (hx[0].requires_grad or hx[1].requires_grad))
-        ):
-            raise NotImplementedError(
-                "lstm_triton.LSTM: training (autograd through the recurrence) needs the backward kernel, "
-                "which is not available yet; run inference under torch.no_grad() or torch.inference_mode()"
-            )
-        y, h_n, c_n = self._run(x, hx, config)
+        y, h_n, c_n = self._run(x, hx, plan.config, plan.backward)
         if self.batch_first and batched:
             y = y.transpose(0, 1)
         if not batched:
@@ -102,28 +127,32 @@ class LSTM(nn.LSTM):
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
 
-    def _run(self, x, hx, config: LSTMConfig):
+    def _run(self, x, hx, config: LSTMConfig, bwd_config: LSTMConfig | None):
         """x: [T, B, I] time-major (possibly a view). Returns y [T, B, D*H] (a batch-major
-        tensor underneath when batch_first), h_n and c_n [L*D, B, H]."""
-        T, B = x.shape[:2]
+        tensor underneath when batch_first), h_n and c_n [L*D, B, H]. With a ``bwd_config``
+        the layers are differentiable (the training forward, saving what backward needs)."""
         D, H, L = self.num_directions, self.hidden_size, self.num_layers
-        h_n = new_output(L * D, B, H, device=x.device, dtype=x.dtype)
-        c_n = new_output(L * D, B, H, device=x.device, dtype=x.dtype)
         err = new_timeout_flag(x.device)
+        h_n, c_n = [], []
         for layer in range(L):
-            packed = self._packed_layer(layer, config)
+            packed = self._packed_layer(layer, config, differentiable=bwd_config is not None)
             # one GEMM for all timesteps and both directions, in the input's own memory order
             inp = x.transpose(0, 1) if self.batch_first else x
             xp = inp.reshape(-1, inp.shape[-1])
             xp = torch.addmm(packed.bias, xp, packed.w_ih.t()) if packed.bias is not None else xp @ packed.w_ih.t()
             xp = xp.view(*inp.shape[:2], packed.w_ih.shape[0])
-            out = new_output(*inp.shape[:2], D * H, device=x.device, dtype=x.dtype)
-            if self.batch_first:
-                xp, out = xp.transpose(0, 1), out.transpose(0, 1)
+            xp = xp.transpose(0, 1) if self.batch_first else xp
             states = slice(layer * D, (layer + 1) * D)
             h0 = None if hx is None else hx[0][states].contiguous()
-            c0 = None if hx is None else hx[1][states]
-            y, h_n[states], c_n[states] = lstm_recurrent_fwd(xp, packed, h0, c0, config, out=out, err=err)
+            c0 = None if hx is None else hx[1][states].contiguous()
+            if bwd_config is not None:
+                y, h, c = LSTMRecurrence.apply(xp, packed.w_hh, h0, c0, H, config, bwd_config, self.batch_first, err)
+            else:
+                out = new_output(*inp.shape[:2], D * H, device=x.device, dtype=x.dtype)
+                out = out.transpose(0, 1) if self.batch_first else out
+                y, h, c, _ = lstm_recurrent_fwd(xp, packed, h0, c0, config, out=out, err=err)
+            h_n.append(h)
+            c_n.append(c)
             x = (
                 F.dropout(y, self.dropout, training=True)
                 if (self.training and self.dropout > 0 and layer < L - 1)
@@ -131,16 +160,20 @@ class LSTM(nn.LSTM):
             )
         if launch.CHECK_TIMEOUTS and uses_barrier(config.programs(H)):
             raise_on_timeout(err)  # one host sync for all layers
-        return y, h_n, c_n
+        return y, torch.cat(h_n), torch.cat(c_n)
 
-    def _packed_layer(self, layer: int, config: LSTMConfig) -> PackedLayer:
-        """The layer's weights in kernel layout, cached until a weight changes (in place or not)."""
+    def _packed_layer(self, layer: int, config: LSTMConfig, differentiable: bool = False) -> PackedLayer:
+        """The layer's weights in kernel layout. Differentiable (for training): packed afresh,
+        so autograd maps the packed gradients back to the parameters; otherwise cached until a
+        weight changes (in place or not)."""
         sfx = ("", "_reverse")[: self.num_directions]
         w_ih, w_hh = ([getattr(self, f"{kind}_l{layer}{s}") for s in sfx] for kind in ("weight_ih", "weight_hh"))
         b_ih, b_hh = (
             [getattr(self, f"{kind}_l{layer}{s}") if self.bias else None for s in sfx]
             for kind in ("bias_ih", "bias_hh")
         )
+        if differentiable:
+            return pack_layer(w_ih, w_hh, b_ih, b_hh, config.block_h)
         params = [p for p in (*w_ih, *w_hh, *b_ih, *b_hh) if p is not None]
         key = (config.block_h,) + tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         hit = self._packed.get(layer)

@@ -124,11 +124,9 @@ def test_ours_routed_to_pytorch_is_not_timed():
 
 @interpreter
 def test_ours_training_without_a_backward_config_is_routed(monkeypatch):
-    import lstm_triton.configs
+    import lstm_triton.module
 
-    if not hasattr(lstm_triton.configs, "select_backward_config"):
-        pytest.skip("this lstm_triton has no backward kernel yet")
-    monkeypatch.setattr(lstm_triton.configs, "select_backward_config", lambda *args: None)
+    monkeypatch.setattr(lstm_triton.module, "select_backward_config", lambda *args: None)
     case = Case("test", "fwdbw", "float32", T=3, B=2, H=16, I=8, layers=1, dirs=1)
     m = _measure(PROVIDERS["ours"], case)
     assert m["status"] == ROUTED and "backward" in m["reason"]

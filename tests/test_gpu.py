@@ -1,6 +1,8 @@
 """On a CUDA GPU (skipped elsewhere): the compiled kernels against a float64 reference on the
 bench grid, next to cuDNN's own error, and the kernels sharing the GPU with other work."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -60,8 +62,8 @@ def test_stepwise_and_persistent_agree_on_gpu():
         block_h=32,
     )
     xp = torch.addmm(layer.bias, x.reshape(-1, 256), layer.w_ih.t()).view(T_CHECK, 8, -1)
-    y_p, h_p, c_p = lstm_recurrent_fwd(xp, layer, hx[0], hx[1], cfg, mode=PERSISTENT)
-    y_s, h_s, c_s = lstm_recurrent_fwd(xp, layer, hx[0], hx[1], cfg, mode=STEPWISE)
+    y_p, h_p, c_p, _ = lstm_recurrent_fwd(xp, layer, hx[0], hx[1], cfg, mode=PERSISTENT)
+    y_s, h_s, c_s, _ = lstm_recurrent_fwd(xp, layer, hx[0], hx[1], cfg, mode=STEPWISE)
     assert torch.equal(y_p, y_s) and torch.equal(h_p, h_s) and torch.equal(c_p, c_s)
 
 
@@ -118,3 +120,44 @@ def test_forced_barrier_timeout_raises_and_leaves_the_gpu_usable():
     with torch.no_grad():
         y, _ = ours(x, hx)
     assert_close("after a time-out", y, lstm_reference(ref, x, hx)[0], tolerance(torch.bfloat16))
+
+
+def grads_of(module, x, hx, gy):
+    """Gradients of a fixed linear loss of all outputs w.r.t. x, h_0, c_0 and every parameter."""
+    x = x.detach().clone().requires_grad_()
+    hx = tuple(t.detach().clone().requires_grad_() for t in hx)
+    module.zero_grad(set_to_none=True)
+    y, (h_n, c_n) = module(x, hx)
+    ((y.double() * gy).sum() + h_n.double().sum() + c_n.double().sum()).backward()
+    return [x.grad, *(t.grad for t in hx), *(p.grad for p in module.parameters())]
+
+
+def float64_grads(ref, x, hx, gy):
+    """The reference: a float64 copy of ``ref`` on PyTorch's native (non-cuDNN) LSTM."""
+    with torch.backends.cudnn.flags(enabled=False):
+        return grads_of(copy.deepcopy(ref).double(), x.double(), tuple(t.double() for t in hx), gy)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("bi", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("H", GRID_H)
+def test_grid_gradients_against_float64_and_cudnn(H, bi, dtype):
+    """Every gradient on the bench grid against a float64 reference, and never far above
+    cuDNN's own error on the same inputs."""
+    tol = {torch.float32: 3e-3, torch.float16: 5e-3, torch.bfloat16: 4e-2}[dtype]
+    for B in GRID_B:
+        ours, ref, x, hx = grid_problem(H, B, bi, dtype)
+        gy = torch.randn(*x.shape[:2], ours.num_directions * H, device="cuda", dtype=torch.float64)
+        want = float64_grads(ref, x, hx, gy)
+        got = grads_of(ours, x, hx, gy)
+        cudnn = grads_of(ref, x, hx, gy)
+        for i, (g, w, c) in enumerate(zip(got, want, cudnn, strict=True)):
+            assert_close(f"B={B} grad {i}", g, w, tol)
+            assert rel_err(g, w) <= max(tol / 2, 4 * rel_err(c, w)), (B, i, "far above cuDNN's error")
+
+
+def test_gradients_reproducible_on_gpu():
+    ours, _, x, hx = grid_problem(512, 64, True, torch.bfloat16)
+    gy = torch.randn(*x.shape[:2], 1024, device="cuda", dtype=torch.float64)
+    first, second = grads_of(ours, x, hx, gy), grads_of(ours, x, hx, gy)
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))

@@ -9,7 +9,7 @@ from torch import nn
 
 from lstm_triton import BarrierTimeoutError, LSTMConfig
 from lstm_triton.configs import Chip
-from lstm_triton.launch import PERSISTENT, STEPWISE, launch_groups, lstm_recurrent_fwd
+from lstm_triton.launch import PERSISTENT, STEPWISE, launch_groups, lstm_recurrent_bwd, lstm_recurrent_fwd
 from lstm_triton.layout import pack_layer
 from lstm_triton.reference import lstm_reference
 from tests.helpers import DEVICE, assert_close, tolerance
@@ -42,7 +42,7 @@ def packed_problem(H=24, input_size=5, T=7, B=5, bi=True, block_h=8, init=True, 
 def test_modes_match_reference(mode, init):
     """Stepwise (launch per step) and persistent (one launch) compute the same recurrence."""
     xp, layer, h0, c0, (want_y, (want_h, want_c)) = packed_problem(init=init, block_h=32)  # P = 1
-    y, h_n, c_n = lstm_recurrent_fwd(xp, layer, h0, c0, LSTMConfig(block_h=32, block_b=4), mode=mode)
+    y, h_n, c_n, _ = lstm_recurrent_fwd(xp, layer, h0, c0, LSTMConfig(block_h=32, block_b=4), mode=mode)
     tol = tolerance(torch.float32)
     assert_close("y", y, want_y, tol)
     assert_close("h_n", h_n, want_h, tol)
@@ -59,7 +59,7 @@ def test_launch_plan_splits_groups_over_launches():
     assert len(plan) > 1 and all(nb * nd <= chip.n_sm for _, nb, _, nd in plan)
     covered = sorted((b, d) for b0, nb, d0, nd in plan for b in range(b0, b0 + nb) for d in range(d0, d0 + nd))
     assert covered == [(b, d) for b in range(3) for d in range(2)]
-    y, h_n, c_n = lstm_recurrent_fwd(xp, layer, h0, c0, cfg, mode=PERSISTENT, chip=chip)
+    y, h_n, c_n, _ = lstm_recurrent_fwd(xp, layer, h0, c0, cfg, mode=PERSISTENT, chip=chip)
     tol = tolerance(torch.float32)
     assert_close("y", y, want_y, tol)
     assert_close("h_n", h_n, want_h, tol)
@@ -81,14 +81,14 @@ def test_barrier_timeout_raises_and_next_call_works():
         warnings.simplefilter("ignore", RuntimeWarning)  # garbage gates overflow exp()
         with pytest.raises(BarrierTimeoutError, match="timed out"):
             lstm_recurrent_fwd(xp, layer, h0, c0, cfg, mode=PERSISTENT, max_spins=8)
-    y, _, _ = lstm_recurrent_fwd(xp, layer, h0, c0, cfg)
+    y, _, _, _ = lstm_recurrent_fwd(xp, layer, h0, c0, cfg)
     assert_close("y after a time-out", y, want_y, tolerance(torch.float32))
 
 
 def test_out_receives_the_output_in_place():
     xp, layer, h0, c0, (want_y, _) = packed_problem(block_h=32)
     out = torch.full((7, 5, 48), float("nan"), device=DEVICE)
-    y, _, _ = lstm_recurrent_fwd(xp, layer, h0, c0, LSTMConfig(block_h=32, block_b=8), out=out)
+    y, _, _, _ = lstm_recurrent_fwd(xp, layer, h0, c0, LSTMConfig(block_h=32, block_b=8), out=out)
     assert y.data_ptr() == out.data_ptr()
     assert_close("out", out, want_y, tolerance(torch.float32))
 
@@ -112,3 +112,18 @@ def test_bad_arguments_raise_value_error(bad, match):
     kwargs = {k: v.to(DEVICE) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
     with pytest.raises(ValueError, match=match):
         lstm_recurrent_fwd(xp, layer, kwargs.pop("h0"), c0, kwargs.pop("config"), **kwargs)
+
+
+@pytest.mark.parametrize("init", [False, True], ids=["zeros", "h0"])
+def test_backward_modes_agree(init):
+    """The backward's stepwise schedule (a launch per step plus a final launch for dh_0) and
+    its persistent one give the same gradients."""
+    xp, layer, h0, c0, _ = packed_problem(init=init, block_h=32)
+    cfg = LSTMConfig(block_h=32, block_b=4)
+    y, h_n, c_n, saved = lstm_recurrent_fwd(xp, layer, h0, c0, cfg, save=True)
+    dy, dh_n, dc_n = torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n)
+    grads = [lstm_recurrent_bwd(dy, dh_n, dc_n, layer, y, h0, c0, saved, cfg, mode=m) for m in (PERSISTENT, STEPWISE)]
+    for name, a, b in zip(("dxp", "dw_hh", "dh0", "dc0"), *grads, strict=True):
+        assert (a is None) == (b is None) == (name == "dh0" and not init), name
+        if a is not None:
+            assert torch.isfinite(a).all() and torch.equal(a, b), name
