@@ -34,6 +34,11 @@ def new_output(*shape, device, dtype) -> torch.Tensor:
     return torch.empty(shape, device=device, dtype=dtype)
 
 
+def new_output_like(t: torch.Tensor) -> torch.Tensor:
+    """An uninitialised buffer with ``t``'s shape, dtype and strides (NaN when POISON_OUTPUTS)."""
+    return torch.full_like(t, float("nan")) if POISON_OUTPUTS else torch.empty_like(t)
+
+
 class BarrierTimeoutError(RuntimeError):
     """The programs of a barrier group did not all arrive: the kernel's results are invalid."""
 
@@ -267,7 +272,7 @@ def lstm_recurrent_fwd(
     c = torch.zeros(dirs, B, H, device=dev, dtype=torch.float32)  # the kernel's cell state, in and out
     if c0 is not None:
         c.copy_(c0)
-    saved = Saved(torch.empty_like(xp), torch.empty_like(y)) if save else None
+    saved = Saved(new_output_like(xp), new_output_like(y)) if save else None
     if T == 0 or B == 0:
         return y, h_n.zero_() if h0 is None else h_n.copy_(h0), c.to(dtype), saved
 
@@ -340,7 +345,7 @@ def lstm_recurrent_bwd(
     dy = dy if dy.stride(2) == 1 else dy.contiguous()
     dh_n = dh_n.float().contiguous()
     dc = dc_n.float().contiguous().clone()  # the kernel's cell-state gradient, in and out
-    dxp = torch.empty_like(saved.gates)
+    dxp = new_output_like(saved.gates)
     dh0 = new_output(dirs, B, H, device=dev, dtype=dtype)
 
     interp = interpreting()
