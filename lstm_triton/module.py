@@ -39,9 +39,11 @@ class LSTM(nn.LSTM):
     state_dict and ``forward(input, hx=None) -> (output, (h_n, c_n))``.
 
     float32 / bfloat16 / float16 tensors on a CUDA GPU (or on the CPU under Triton's
-    interpreter) run one persistent kernel per layer for all directions; everything else
-    (float64, CPU tensors, ``proj_size > 0``, PackedSequence input, shapes whose weights do
-    not fit on chip) runs PyTorch's own LSTM, so the module always works.
+    interpreter) run one persistent kernel per layer for all directions, and, when autograd
+    needs it, a persistent backward kernel: gradients for the input, h_0, c_0 and every weight
+    and bias. Everything else (float64, CPU tensors, ``proj_size > 0``, PackedSequence input,
+    shapes whose weights do not fit on chip) runs PyTorch's own LSTM, so the module always
+    works; ``kernel_plan`` says which a call gets.
     """
 
     def __init__(self, *args, **kwargs):
