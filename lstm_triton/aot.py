@@ -27,7 +27,7 @@ from triton.runtime.jit import create_function_from_signature
 from .configs import H200, Chip, LSTMConfig, backward_config, heuristic, training_config
 from .kernels.lstm_bwd import _lstm_bwd_kernel
 from .kernels.lstm_fwd import _lstm_fwd_kernel
-from .launch import BARRIER_MAX_SPINS, Saved, bwd_kernel_args, fwd_kernel_args
+from .launch import Saved, Step, bwd_kernel_args, fwd_kernel_args
 from .layout import PackedLayer, padded_hidden
 
 SM90 = GPUTarget("cuda", 90, 32)
@@ -85,27 +85,17 @@ def compile_kernel(
     y = torch.empty(T, batch, dirs * H, dtype=dtype)
     cnt = torch.empty(dirs, triton.cdiv(batch, config.block_b), dtype=torch.int32)
     err = torch.empty(1, dtype=torch.int32)
-    common = dict(
-        s_begin=0,
-        n_steps=T,
-        b_tile0=0,
-        d0=0,
-        barrier=config.programs(H) > 1,
-        max_spins=BARRIER_MAX_SPINS,
-        interp=False,
-        exact_fp32=exact_fp32,
-    )
+    step = Step(0, T, 0, 0, final=True, barrier=config.programs(H) > 1, interp=False, exact_fp32=exact_fp32)
     saved = Saved(torch.empty_like(xp), torch.empty_like(y))
     if kind == BWD:
         kernel = _lstm_bwd_kernel
         args, kwargs = bwd_kernel_args(
-            y, saved, state, layer, state32, state32, torch.empty_like(xp), state, cnt, err, config, final=1, **common
+            y, saved, state, layer, state32, state32, torch.empty_like(xp), state, cnt, err, config, step
         )
     else:
         kernel = _lstm_fwd_kernel
-        args, kwargs = fwd_kernel_args(
-            xp, layer, state, state32, y, state, saved if kind == FWD_TRAIN else None, cnt, err, config, **common
-        )
+        train = saved if kind == FWD_TRAIN else None
+        args, kwargs = fwd_kernel_args(xp, layer, state, state32, y, state, train, cnt, err, config, step)
     backend = make_backend(target)
     binder = create_function_from_signature(kernel.signature, kernel.params, backend)
     bound, spec, options = binder(*args, **kwargs)

@@ -80,40 +80,38 @@ def schedule(T: int, n_prog: int, n_tiles: int, dirs: int, mode: str, chip: Chip
     raise ValueError(f"mode must be {PERSISTENT!r} or {STEPWISE!r}, got {mode!r}")
 
 
-def _common_kwargs(config: LSTMConfig, layer: PackedLayer, dtype, barrier, interp, exact_fp32):
+@dataclass(frozen=True)
+class Step:
+    """One launch of a schedule, and how every launch of the call runs."""
+
+    s_begin: int
+    n_steps: int
+    b_tile0: int
+    d0: int
+    final: bool  # the backward's last launch: form dh_0 after its steps
+    barrier: bool
+    interp: bool
+    exact_fp32: bool
+    max_spins: int = BARRIER_MAX_SPINS
+
+
+def _common_kwargs(config: LSTMConfig, layer: PackedLayer, dtype, step: Step):
     return dict(
         H=layer.hidden_size,
         H_PAD=layer.w_hh.shape[1],
         BLOCK_H=config.block_h,
         BLOCK_B=config.block_b,
-        USE_BARRIER=barrier,
-        PRECISION=dot_precision(dtype, exact_fp32),
-        UPCAST=interp and dtype != torch.float32,
+        SPLIT_K=config.split_k,
+        USE_BARRIER=step.barrier,
+        PRECISION=dot_precision(dtype, step.exact_fp32),
+        UPCAST=step.interp and dtype != torch.float32,
         num_warps=config.num_warps,
-        launch_cooperative_grid=barrier and not interp,
+        launch_cooperative_grid=step.barrier and not step.interp,
     )
 
 
 def fwd_kernel_args(
-    xp,
-    layer: PackedLayer,
-    h0,
-    c,
-    y,
-    h_n,
-    saved: Saved | None,
-    cnt,
-    err,
-    config: LSTMConfig,
-    *,
-    s_begin,
-    n_steps,
-    b_tile0,
-    d0,
-    barrier,
-    max_spins,
-    interp,
-    exact_fp32,
+    xp, layer: PackedLayer, h0, c, y, h_n, saved: Saved | None, cnt, err, config: LSTMConfig, step: Step
 ):
     """The forward kernel's arguments, shared by the launcher and the ahead-of-time compile check
     (which must specialize the kernel exactly as a launch does)."""
@@ -131,45 +129,23 @@ def fwd_kernel_args(
         err,
         T,
         B,
-        s_begin,
-        n_steps,
-        b_tile0,
-        d0,
-        max_spins,
+        step.s_begin,
+        step.n_steps,
+        step.b_tile0,
+        step.d0,
+        step.max_spins,
         xp.stride(0),
         xp.stride(1),
         y.stride(0),
         y.stride(1),
     )
-    kwargs = _common_kwargs(config, layer, xp.dtype, barrier, interp, exact_fp32)
-    kwargs.update(
-        SPLIT_K=config.split_k, USE_FMA=config.use_fma, USE_INITIAL_STATE=h0 is not None, SAVE=saved is not None
-    )
+    kwargs = _common_kwargs(config, layer, xp.dtype, step)
+    kwargs.update(USE_FMA=config.use_fma, USE_INITIAL_STATE=h0 is not None, SAVE=saved is not None)
     return args, kwargs
 
 
 def bwd_kernel_args(
-    dy,
-    saved: Saved,
-    c0,
-    layer: PackedLayer,
-    dh_n,
-    dc,
-    dxp,
-    dh0,
-    cnt,
-    err,
-    config: LSTMConfig,
-    *,
-    s_begin,
-    n_steps,
-    final,
-    b_tile0,
-    d0,
-    barrier,
-    max_spins,
-    interp,
-    exact_fp32,
+    dy, saved: Saved, c0, layer: PackedLayer, dh_n, dc, dxp, dh0, cnt, err, config: LSTMConfig, step: Step
 ):
     """The backward kernel's arguments (launcher and compile check)."""
     T, B, _ = dy.shape
@@ -187,12 +163,12 @@ def bwd_kernel_args(
         err,
         T,
         B,
-        s_begin,
-        n_steps,
-        final,
-        b_tile0,
-        d0,
-        max_spins,
+        step.s_begin,
+        step.n_steps,
+        int(step.final),
+        step.b_tile0,
+        step.d0,
+        step.max_spins,
         saved.gates.stride(0),
         saved.gates.stride(1),
         saved.cs.stride(0),
@@ -200,9 +176,42 @@ def bwd_kernel_args(
         dy.stride(0),
         dy.stride(1),
     )
-    kwargs = _common_kwargs(config, layer, dy.dtype, barrier, interp, exact_fp32)
-    kwargs.update(K_PAD=next_pow2(layer.w_hh.shape[2]), SPLIT_K=config.split_k, USE_INITIAL_STATE=c0 is not None)
+    kwargs = _common_kwargs(config, layer, dy.dtype, step)
+    kwargs.update(K_PAD=next_pow2(layer.w_hh.shape[2]), USE_INITIAL_STATE=c0 is not None)
     return args, kwargs
+
+
+def _launch_schedule(
+    kernel,
+    make_args,
+    config: LSTMConfig,
+    hidden_size: int,
+    T: int,
+    B: int,
+    dirs: int,
+    dev,
+    *,
+    mode,
+    exact_fp32,
+    chip,
+    max_spins,
+    final_pass: bool = False,
+) -> bool:
+    """Launch ``kernel`` over the whole schedule of one recurrence; ``make_args(cnt, step)``
+    gives each launch's arguments. Returns whether the launches passed the grid barrier (then
+    the time-out flag in their arguments tells whether one timed out)."""
+    interp = interpreting()
+    exact_fp32 = (not torch.backends.cudnn.allow_tf32) if exact_fp32 is None else exact_fp32
+    n_prog, n_tiles = config.programs(hidden_size), triton.cdiv(B, config.block_b)
+    mode = mode or default_mode(n_prog)
+    barrier = uses_barrier(n_prog, mode)
+    chip = chip or (INTERPRETER if interp else chip_of(dev))
+    cnt = torch.zeros(dirs, n_tiles, device=dev, dtype=torch.int32)
+    for s_begin, n_steps, b_tile0, nb, d0, nd, final in schedule(T, n_prog, n_tiles, dirs, mode, chip, final_pass):
+        step = Step(s_begin, n_steps, b_tile0, d0, final, barrier, interp, exact_fp32, max_spins)
+        args, kwargs = make_args(cnt, step)
+        kernel[(n_prog, nb, nd)](*args, **kwargs)
+    return barrier
 
 
 def _check_layer(xp: torch.Tensor, layer: PackedLayer, config: LSTMConfig, reduction: int | None = None) -> None:
@@ -276,38 +285,23 @@ def lstm_recurrent_fwd(
     if T == 0 or B == 0:
         return y, h_n.zero_() if h0 is None else h_n.copy_(h0), c.to(dtype), saved
 
-    interp = interpreting()
-    exact_fp32 = (not torch.backends.cudnn.allow_tf32) if exact_fp32 is None else exact_fp32
-    n_prog, n_tiles = config.programs(H), triton.cdiv(B, config.block_b)
-    mode = mode or default_mode(n_prog)
-    use_barrier = uses_barrier(n_prog, mode)
-    chip = chip or (INTERPRETER if interp else chip_of(dev))
-    cnt = torch.zeros(dirs, n_tiles, device=dev, dtype=torch.int32)
     own_err = err is None
     err = new_timeout_flag(dev) if own_err else err
-    for s_begin, n_steps, b_tile0, nb, d0, nd, _ in schedule(T, n_prog, n_tiles, dirs, mode, chip):
-        args, kwargs = fwd_kernel_args(
-            xp,
-            layer,
-            h0,
-            c,
-            y,
-            h_n,
-            saved,
-            cnt,
-            err,
-            config,
-            s_begin=s_begin,
-            n_steps=n_steps,
-            b_tile0=b_tile0,
-            d0=d0,
-            barrier=use_barrier,
-            max_spins=max_spins,
-            interp=interp,
-            exact_fp32=exact_fp32,
-        )
-        _lstm_fwd_kernel[(n_prog, nb, nd)](*args, **kwargs)
-    if own_err and use_barrier and CHECK_TIMEOUTS:
+    barrier = _launch_schedule(
+        _lstm_fwd_kernel,
+        lambda cnt, step: fwd_kernel_args(xp, layer, h0, c, y, h_n, saved, cnt, err, config, step),
+        config,
+        H,
+        T,
+        B,
+        dirs,
+        dev,
+        mode=mode,
+        exact_fp32=exact_fp32,
+        chip=chip,
+        max_spins=max_spins,
+    )
+    if own_err and barrier and CHECK_TIMEOUTS:
         raise_on_timeout(err)
     return y, h_n, c.to(dtype), saved
 
@@ -348,39 +342,23 @@ def lstm_recurrent_bwd(
     dxp = new_output_like(saved.gates)
     dh0 = new_output(dirs, B, H, device=dev, dtype=dtype)
 
-    interp = interpreting()
-    exact_fp32 = (not torch.backends.cudnn.allow_tf32) if exact_fp32 is None else exact_fp32
-    n_prog, n_tiles = config.programs(H), triton.cdiv(B, config.block_b)
-    mode = mode or default_mode(n_prog)
-    use_barrier = uses_barrier(n_prog, mode)
-    chip = chip or (INTERPRETER if interp else chip_of(dev))
-    cnt = torch.zeros(dirs, n_tiles, device=dev, dtype=torch.int32)
     err = new_timeout_flag(dev)
-    for s_begin, n_steps, b_tile0, nb, d0, nd, final in schedule(T, n_prog, n_tiles, dirs, mode, chip, True):
-        args, kwargs = bwd_kernel_args(
-            dy,
-            saved,
-            c0,
-            layer,
-            dh_n,
-            dc,
-            dxp,
-            dh0,
-            cnt,
-            err,
-            config,
-            s_begin=s_begin,
-            n_steps=n_steps,
-            final=int(final),
-            b_tile0=b_tile0,
-            d0=d0,
-            barrier=use_barrier,
-            max_spins=max_spins,
-            interp=interp,
-            exact_fp32=exact_fp32,
-        )
-        _lstm_bwd_kernel[(n_prog, nb, nd)](*args, **kwargs)
-    if use_barrier and CHECK_TIMEOUTS:
+    barrier = _launch_schedule(
+        _lstm_bwd_kernel,
+        lambda cnt, step: bwd_kernel_args(dy, saved, c0, layer, dh_n, dc, dxp, dh0, cnt, err, config, step),
+        config,
+        H,
+        T,
+        B,
+        dirs,
+        dev,
+        mode=mode,
+        exact_fp32=exact_fp32,
+        chip=chip,
+        max_spins=max_spins,
+        final_pass=True,
+    )
+    if barrier and CHECK_TIMEOUTS:
         raise_on_timeout(err)
 
     # dW_hh^T[d] = sum_t h_{t-1}^T dgates_t, h_{t-1} from the output (h0 or zeros at the first step)
