@@ -34,6 +34,16 @@ def _row_tile(o_row, m_row, n, N_PAD: tl.constexpr, SPLIT_K: tl.constexpr):
 
 
 @triton.jit
+def _row_times(s, d, lens):
+    """The time each batch row processes at step ``s`` of direction ``d`` ([BLOCK_B] int64),
+    and whether the step is one of the row's ``lens`` valid ones: the forward direction walks
+    times 0..len-1, the reverse one len-1..0 (each sequence from its own end); past its length
+    a row sits on the padded time ``s``, which every step of the row thus covers exactly once."""
+    valid = s < lens
+    return tl.where(valid, s + d * (lens - 1 - 2 * s), s).to(tl.int64), valid
+
+
+@triton.jit
 def _split_gates(g, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
     """[BLOCK_B, 4*BLOCK_H] gate pre-activations -> i, f, g, o, each [BLOCK_B, BLOCK_H].
 

@@ -9,21 +9,22 @@ order), passes the group's barrier, and reads the whole ``dxp[t]`` row back to f
 step's recurrent ``dh = dgates_t @ W_hh[:, own units]``. Weight gradients are GEMMs on the host
 afterwards: no atomics, so gradients are reproducible bit for bit.
 
-Backward step ``s`` is the forward's step ``T - 1 - s``: time ``T - 1 - s`` for direction 0,
-time ``s`` for direction 1.
+Backward step ``s`` is the forward's step ``k = T - 1 - s`` (``_row_times`` maps it to each
+row's time). A sequence shorter than T enters at its own last step, where the gradient of h_n
+joins; before that its cell-state gradient holds and its gate gradients are zero.
 """
 
 import triton
 import triton.language as tl
 
-from .common import _grid_barrier, _join_gates, _row_tile, _split_gates, _tanh
+from .common import _grid_barrier, _join_gates, _row_tile, _row_times, _split_gates, _tanh
 
 
 @triton.jit
-def _recurrent_dh(p_dxt, o_dg, m_dg, b_wt, SPLIT_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+def _recurrent_dh(p_dx, o_dg, m_dg, b_wt, SPLIT_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     """dh of this program's units from the whole dgates row of one step: [BLOCK_B, BLOCK_H]."""
     # .cg: read through L2, never from this SM's L1, which other programs' stores bypass
-    b_dg = tl.load(p_dxt + o_dg, mask=m_dg, other=0.0, cache_modifier=".cg")
+    b_dg = tl.load(p_dx + o_dg, mask=m_dg, other=0.0, cache_modifier=".cg")
     if UPCAST:
         b_dg = b_dg.to(tl.float32)
     if SPLIT_K == 1:
@@ -43,6 +44,7 @@ def _lstm_bwd_kernel(
     p_dc,  # [DIRS, B, H] fp32 cell-state gradient: read at s_begin, written after the last step
     p_dx,  # [T, B, DIRS * n_cols] out: gradient of the input projection (xp's strides)
     p_dh0,  # [DIRS, B, H] out: gradient of h_0 (written when final)
+    p_len,  # [B] int32 sequence lengths in 1..T (read when USE_LENGTHS; otherwise all are T)
     p_cnt,  # [DIRS, cdiv(B, BLOCK_B)] int32 barrier counters, zeroed before the launch
     p_err,  # [1] int32, set on a barrier time-out
     T,
@@ -66,6 +68,7 @@ def _lstm_bwd_kernel(
     BLOCK_B: tl.constexpr,
     SPLIT_K: tl.constexpr,
     USE_INITIAL_STATE: tl.constexpr,
+    USE_LENGTHS: tl.constexpr,
     USE_BARRIER: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
@@ -95,54 +98,62 @@ def _lstm_bwd_kernel(
     o_b = b_tile * BLOCK_B + tl.arange(0, BLOCK_B)
     m_b = o_b < B
     o_b64 = o_b.to(tl.int64)
+    if USE_LENGTHS:
+        lens = tl.load(p_len + o_b, mask=m_b, other=0)
+    else:
+        lens = tl.zeros((BLOCK_B,), dtype=tl.int32) + T
     m_s = m_b[:, None] & (o_unit < H)[None, :]
     o_s = d * B * H + o_b[:, None] * H + o_unit[None, :]  # own slice of [DIRS, B, H]
-    o_ys = o_b64[:, None] * stride_yb + d * H + o_unit[None, :]  # own slice of cs[t]
-    o_dys = o_b64[:, None] * stride_dyb + d * H + o_unit[None, :]  # own slice of dy[t]
-    o_row = o_b64 * stride_xb + d * n_cols
-    o_x = o_row[:, None] + pid_p * N + tl.arange(0, N)[None, :]  # own gate columns of gates[t] / dx[t]
-    m_x = m_b[:, None]
-    o_dg, m_dg = _row_tile(o_row, m_b, n_cols, K_PAD, SPLIT_K)  # all gate columns of dx[t]
+    o_us = d * H + o_unit[None, :]  # own units within a row of cs[t] / dy[t]
+    o_xrow = o_b64 * stride_xb + d * n_cols  # row starts in gates[t] / dx[t] (+ time * stride_xt)
+    o_yrow = o_b64 * stride_yb  # row starts in cs[t] (+ time * stride_yt)
+    o_x = pid_p * N + tl.arange(0, N)[None, :]  # own gate columns within a row
 
     dc = tl.load(p_dc + o_s, mask=m_s, other=0.0)
+    dh_n = tl.load(p_dhn + o_s, mask=m_s, other=0.0)
     c_first = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)  # c_{-1}: the initial state
     if USE_INITIAL_STATE:
         c_first = tl.load(p_c0 + o_s, mask=m_s, other=0.0).to(tl.float32)
 
     s_end = s_begin + n_steps
-    t = (T - 1 - s_begin) + d * (2 * s_begin - T + 1)
     for s in range(s_begin, s_end):
-        t64 = t.to(tl.int64)
-        t_later = t + 1 - 2 * d  # the time backward step s - 1 processed
+        k = T - 1 - s  # the forward step
+        t, valid = _row_times(k, d, lens)
+        keep = valid[:, None]
         if s == 0:
-            dh = tl.load(p_dhn + o_s, mask=m_s, other=0.0)
-        else:
-            dh = _recurrent_dh(p_dx + t_later.to(tl.int64) * stride_xt, o_dg, m_dg, b_wt, SPLIT_K, PRECISION, UPCAST)
-        dh += tl.load(p_dy + t64 * stride_dyt + o_dys, mask=m_s, other=0.0).to(tl.float32)
+            dh = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
+        else:  # dh through W_hh from every unit's dgates of the previous backward step
+            t_later, _ = _row_times(k + 1, d, lens)
+            o_dg, m_dg = _row_tile(o_xrow + t_later * stride_xt, m_b, n_cols, K_PAD, SPLIT_K)
+            dh = _recurrent_dh(p_dx, o_dg, m_dg, b_wt, SPLIT_K, PRECISION, UPCAST)
+        dh += tl.where((k == lens - 1)[:, None], dh_n, 0.0)  # a sequence's last step holds h_n
+        o_dyt = (o_b64 * stride_dyb + t * stride_dyt)[:, None] + o_us
+        dh += tl.load(p_dy + o_dyt, mask=m_s & keep, other=0.0).to(tl.float32)
 
-        b_a = tl.load(p_gates + t64 * stride_xt + o_x, mask=m_x, other=0.0).to(tl.float32)
+        o_xt = (o_xrow + t * stride_xt)[:, None] + o_x
+        b_a = tl.load(p_gates + o_xt, mask=(m_b & valid)[:, None], other=0.0).to(tl.float32)
         a_i, a_f, a_g, a_o = _split_gates(b_a, BLOCK_B, BLOCK_H)
-        c = tl.load(p_cs + t64 * stride_yt + o_ys, mask=m_s, other=0.0).to(tl.float32)
-        first = s == T - 1  # the forward's first step: c_{t-1} is the initial state
-        t_earlier = t - 1 + 2 * d
-        c_prev = tl.load(p_cs + t_earlier.to(tl.int64) * stride_yt + o_ys, mask=m_s & (s < T - 1), other=0.0)
-        c_prev = tl.where(first, c_first, c_prev.to(tl.float32))
+        c = tl.load(p_cs + (o_yrow + t * stride_yt)[:, None] + o_us, mask=m_s & keep, other=0.0).to(tl.float32)
+        t_earlier, _ = _row_times(k - 1, d, lens)  # the forward's previous step (k >= 1)
+        o_cp = (o_yrow + t_earlier * stride_yt)[:, None] + o_us
+        c_prev = tl.load(p_cs + o_cp, mask=m_s & keep & (k > 0), other=0.0).to(tl.float32)
+        c_prev = tl.where(k == 0, c_first, c_prev)
 
         tc = _tanh(c)
-        dc += dh * a_o * (1.0 - tc * tc)
-        d_i = dc * a_g * a_i * (1.0 - a_i)
-        d_f = dc * c_prev * a_f * (1.0 - a_f)
-        d_g = dc * a_i * (1.0 - a_g * a_g)
+        dc_new = dc + dh * a_o * (1.0 - tc * tc)
+        d_i = dc_new * a_g * a_i * (1.0 - a_i)
+        d_f = dc_new * c_prev * a_f * (1.0 - a_f)
+        d_g = dc_new * a_i * (1.0 - a_g * a_g)
         d_o = dh * tc * a_o * (1.0 - a_o)
-        dc = dc * a_f
-        b_dg = _join_gates(d_i, d_f, d_g, d_o, BLOCK_B, BLOCK_H)
-        tl.store(p_dx + t64 * stride_xt + o_x, b_dg.to(p_dx.dtype.element_ty), mask=m_x)
+        dc = tl.where(keep, dc_new * a_f, dc)  # before its last step a sequence's dc_n holds
+        b_dg = tl.where(valid[:, None], _join_gates(d_i, d_f, d_g, d_o, BLOCK_B, BLOCK_H), 0.0)
+        tl.store(p_dx + o_xt, b_dg.to(p_dx.dtype.element_ty), mask=m_b[:, None])
         if USE_BARRIER:
             _grid_barrier(p_cnt + d * tl.cdiv(B, BLOCK_B) + b_tile, p_err, n_prog * (s - s_begin + 1), max_spins)
-        t = t_earlier
 
-    if final != 0:  # dh_0 from the dgates of the forward's first step (time 0, or T - 1 reversed)
-        t_first = d * (T - 1)
-        dh0 = _recurrent_dh(p_dx + t_first.to(tl.int64) * stride_xt, o_dg, m_dg, b_wt, SPLIT_K, PRECISION, UPCAST)
+    if final != 0:  # dh_0 from the dgates of the forward's first step (each row's time of step 0)
+        t_first, _ = _row_times(0, d, lens)
+        o_dg, m_dg = _row_tile(o_xrow + t_first * stride_xt, m_b, n_cols, K_PAD, SPLIT_K)
+        dh0 = _recurrent_dh(p_dx, o_dg, m_dg, b_wt, SPLIT_K, PRECISION, UPCAST)
         tl.store(p_dh0 + o_s, dh0.to(p_dh0.dtype.element_ty), mask=m_s)
     tl.store(p_dc + o_s, dc, mask=m_s)

@@ -14,7 +14,7 @@ barrier; for Triton's interpreter, which runs programs one after another).
 import triton
 import triton.language as tl
 
-from .common import _grid_barrier, _join_gates, _row_tile, _sigmoid, _split_gates, _tanh
+from .common import _grid_barrier, _join_gates, _row_tile, _row_times, _sigmoid, _split_gates, _tanh
 
 
 @triton.jit
@@ -49,9 +49,10 @@ def _lstm_fwd_kernel(
     p_h0,  # [DIRS, B, H] initial hidden state (read when USE_INITIAL_STATE)
     p_c,  # [DIRS, B, H] fp32 cell state: read at s_begin, written after the last step
     p_y,  # [T, B, DIRS * H] output, also the h exchange buffer (strides below)
-    p_hn,  # [DIRS, B, H] hidden state after the last step of the launch
+    p_hn,  # [DIRS, B, H] hidden state after each sequence's last valid step
     p_gates,  # like p_x: the activated gates i, f, g, o of every step (written when SAVE)
     p_cs,  # like p_y: the cell state of every step (written when SAVE)
+    p_len,  # [B] int32 sequence lengths in 1..T (read when USE_LENGTHS; otherwise all are T)
     p_cnt,  # [DIRS, cdiv(B, BLOCK_B)] int32 barrier counters, zeroed before the launch
     p_err,  # [1] int32, set on a barrier time-out
     T,
@@ -72,15 +73,16 @@ def _lstm_fwd_kernel(
     SPLIT_K: tl.constexpr,
     USE_FMA: tl.constexpr,
     USE_INITIAL_STATE: tl.constexpr,
+    USE_LENGTHS: tl.constexpr,
     USE_BARRIER: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
     SAVE: tl.constexpr,
 ):
-    """Steps ``s_begin .. s_begin + n_steps - 1``; direction 1 walks time backwards
-    (step s is time T - 1 - s). SAVE: keep what the backward kernel needs. UPCAST: compute on
-    fp32 copies of 16-bit operands (the interpreter's bf16 arithmetic is wrong; products of
-    16-bit floats are exact in fp32)."""
+    """Steps ``s_begin .. s_begin + n_steps - 1`` (``_row_times`` maps steps to each row's
+    times; past a sequence's length its state holds and its output is zero). SAVE: keep what
+    the backward kernel needs. UPCAST: compute on fp32 copies of 16-bit operands (the
+    interpreter's bf16 arithmetic is wrong; products of 16-bit floats are exact in fp32)."""
     pid_p = tl.program_id(0)
     n_prog = tl.num_programs(0)
     b_tile = tl.program_id(1) + b_tile0
@@ -95,53 +97,63 @@ def _lstm_fwd_kernel(
     o_b = b_tile * BLOCK_B + tl.arange(0, BLOCK_B)
     m_b = o_b < B
     o_b64 = o_b.to(tl.int64)
+    if USE_LENGTHS:
+        lens = tl.load(p_len + o_b, mask=m_b, other=0)
+    else:
+        lens = tl.zeros((BLOCK_B,), dtype=tl.int32) + T
     o_unit = pid_p * BLOCK_H + tl.arange(0, BLOCK_H)
     m_s = m_b[:, None] & (o_unit < H)[None, :]
     o_s = d * B * H + o_b[:, None] * H + o_unit[None, :]  # own slice of [DIRS, B, H]
-    o_ys = o_b64[:, None] * stride_yb + d * H + o_unit[None, :]  # own slice of y[t]
-    o_yh, m_h = _row_tile(o_b64 * stride_yb + d * H, m_b, H, H_PAD, SPLIT_K)  # full row of y[t]
-    o_x = o_b64[:, None] * stride_xb + d * n_cols + pid_p * N + tl.arange(0, N)[None, :]
-    m_x = m_b[:, None]
+    o_yrow = o_b64 * stride_yb + d * H  # row starts in y[t] (per row: + time * stride_yt)
+    o_xrow = o_b64 * stride_xb + d * n_cols + pid_p * N  # own gate columns in xp[t]
+    o_n = tl.arange(0, N)[None, :]
+    o_u = o_unit[None, :]
 
     c = tl.load(p_c + o_s, mask=m_s, other=0.0)
     # h_{t-1} of the first step: the initial state, or the previous launch's output
     if s_begin == 0:
+        o_h0, m_h0 = _row_tile(d * B * H + o_b * H, m_b, H, H_PAD, SPLIT_K)
         if USE_INITIAL_STATE:
-            o_h0, m_h0 = _row_tile(d * B * H + o_b * H, m_b, H, H_PAD, SPLIT_K)
             b_h = tl.load(p_h0 + o_h0, mask=m_h0, other=0.0)
         else:
-            b_h = tl.zeros(o_yh.shape, dtype=p_y.dtype.element_ty)
+            b_h = tl.zeros(o_h0.shape, dtype=p_y.dtype.element_ty)
     else:
-        t_prev = s_begin - 1 + d * (T - 2 * s_begin + 1)
-        b_h = tl.load(p_y + t_prev.to(tl.int64) * stride_yt + o_yh, mask=m_h, other=0.0, cache_modifier=".cg")
-    h = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
+        t_prev, _ = _row_times(s_begin - 1, d, lens)
+        o_yh, m_h = _row_tile(o_yrow + t_prev * stride_yt, m_b, H, H_PAD, SPLIT_K)
+        b_h = tl.load(p_y + o_yh, mask=m_h, other=0.0, cache_modifier=".cg")
 
     s_end = s_begin + n_steps
-    t = s_begin + d * (T - 1 - 2 * s_begin)
-    b_x = tl.load(p_x + t.to(tl.int64) * stride_xt + o_x, mask=m_x, other=0.0)
+    t, valid = _row_times(s_begin, d, lens)
+    b_x = tl.load(p_x + (o_xrow + t * stride_xt)[:, None] + o_n, mask=(m_b & valid)[:, None], other=0.0)
     for s in range(s_begin, s_end):
         if UPCAST:
             b_h = b_h.to(tl.float32)
         g = _recurrent_matmul(b_h, b_w, SPLIT_K, USE_FMA, PRECISION) + b_x.to(tl.float32)
         g_i, g_f, g_g, g_o = _split_gates(g, BLOCK_B, BLOCK_H)
         a_i, a_f, a_g, a_o = _sigmoid(g_i), _sigmoid(g_f), _tanh(g_g), _sigmoid(g_o)
-        c = a_f * c + a_i * a_g
-        h = a_o * _tanh(c)
-        p_yt = p_y + t.to(tl.int64) * stride_yt
-        tl.store(p_yt + o_ys, h.to(p_y.dtype.element_ty), mask=m_s)
+        c_new = a_f * c + a_i * a_g
+        h = a_o * _tanh(c_new)
+        keep = valid[:, None]
+        c = tl.where(keep, c_new, c)  # past its length a sequence's state holds
+        o_yt = (o_yrow + t * stride_yt)[:, None]
+        tl.store(p_y + o_yt + o_u, tl.where(keep, h, 0.0).to(p_y.dtype.element_ty), mask=m_s)
+        tl.store(p_hn + o_s, h.to(p_hn.dtype.element_ty), mask=m_s & (s == lens - 1)[:, None])
         if SAVE:
             b_a = _join_gates(a_i, a_f, a_g, a_o, BLOCK_B, BLOCK_H)
-            tl.store(p_gates + t.to(tl.int64) * stride_xt + o_x, b_a.to(p_gates.dtype.element_ty), mask=m_x)
-            tl.store(p_cs + t.to(tl.int64) * stride_yt + o_ys, c.to(p_cs.dtype.element_ty), mask=m_s)
+            o_xt = (o_xrow + t * stride_xt)[:, None] + o_n
+            tl.store(p_gates + o_xt, b_a.to(p_gates.dtype.element_ty), mask=(m_b & valid)[:, None])
+            tl.store(p_cs + o_yt + o_u, c.to(p_cs.dtype.element_ty), mask=m_s & keep)
         # next step's projection is loaded before the barrier: its latency hides behind the wait
         more = s + 1 < s_end
-        t_next = t + 1 - 2 * d
-        b_x = tl.load(p_x + t_next.to(tl.int64) * stride_xt + o_x, mask=m_x & more, other=0.0)
+        t_next, valid_next = _row_times(s + 1, d, lens)
+        m_next = (m_b & valid_next & more)[:, None]
+        b_x = tl.load(p_x + (o_xrow + t_next * stride_xt)[:, None] + o_n, mask=m_next, other=0.0)
         if USE_BARRIER:
             _grid_barrier(p_cnt + d * tl.cdiv(B, BLOCK_B) + b_tile, p_err, n_prog * (s - s_begin + 1), max_spins)
-        # .cg: read through L2, never from this SM's L1, which other programs' stores bypass
-        b_h = tl.load(p_yt + o_yh, mask=m_h & more, other=0.0, cache_modifier=".cg")
-        t = t_next
+        # h_t of the whole group; .cg: read through L2, never from this SM's L1, which other
+        # programs' stores bypass
+        o_yh, m_h = _row_tile(o_yrow + t * stride_yt, m_b, H, H_PAD, SPLIT_K)
+        b_h = tl.load(p_y + o_yh, mask=m_h & more, other=0.0, cache_modifier=".cg")
+        t, valid = t_next, valid_next
 
-    tl.store(p_hn + o_s, h.to(p_hn.dtype.element_ty), mask=m_s)
     tl.store(p_c + o_s, c, mask=m_s)

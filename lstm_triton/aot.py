@@ -90,12 +90,12 @@ def compile_kernel(
     if kind == BWD:
         kernel = _lstm_bwd_kernel
         args, kwargs = bwd_kernel_args(
-            y, saved, state, layer, state32, state32, torch.empty_like(xp), state, cnt, err, config, step
+            y, saved, state, layer, state32, state32, torch.empty_like(xp), state, None, cnt, err, config, step
         )
     else:
         kernel = _lstm_fwd_kernel
         train = saved if kind == FWD_TRAIN else None
-        args, kwargs = fwd_kernel_args(xp, layer, state, state32, y, state, train, cnt, err, config, step)
+        args, kwargs = fwd_kernel_args(xp, layer, state, state32, y, state, train, None, cnt, err, config, step)
     backend = make_backend(target)
     binder = create_function_from_signature(kernel.signature, kernel.params, backend)
     bound, spec, options = binder(*args, **kwargs)

@@ -111,7 +111,7 @@ def _common_kwargs(config: LSTMConfig, layer: PackedLayer, dtype, step: Step):
 
 
 def fwd_kernel_args(
-    xp, layer: PackedLayer, h0, c, y, h_n, saved: Saved | None, cnt, err, config: LSTMConfig, step: Step
+    xp, layer: PackedLayer, h0, c, y, h_n, saved: Saved | None, lengths, cnt, err, config: LSTMConfig, step: Step
 ):
     """The forward kernel's arguments, shared by the launcher and the ahead-of-time compile check
     (which must specialize the kernel exactly as a launch does)."""
@@ -125,6 +125,7 @@ def fwd_kernel_args(
         h_n,
         saved.gates if saved else xp,
         saved.cs if saved else y,
+        lengths if lengths is not None else cnt,
         cnt,
         err,
         T,
@@ -140,12 +141,17 @@ def fwd_kernel_args(
         y.stride(1),
     )
     kwargs = _common_kwargs(config, layer, xp.dtype, step)
-    kwargs.update(USE_FMA=config.use_fma, USE_INITIAL_STATE=h0 is not None, SAVE=saved is not None)
+    kwargs.update(
+        USE_FMA=config.use_fma,
+        USE_INITIAL_STATE=h0 is not None,
+        USE_LENGTHS=lengths is not None,
+        SAVE=saved is not None,
+    )
     return args, kwargs
 
 
 def bwd_kernel_args(
-    dy, saved: Saved, c0, layer: PackedLayer, dh_n, dc, dxp, dh0, cnt, err, config: LSTMConfig, step: Step
+    dy, saved: Saved, c0, layer: PackedLayer, dh_n, dc, dxp, dh0, lengths, cnt, err, config: LSTMConfig, step: Step
 ):
     """The backward kernel's arguments (launcher and compile check)."""
     T, B, _ = dy.shape
@@ -159,6 +165,7 @@ def bwd_kernel_args(
         dc,
         dxp,
         dh0,
+        lengths if lengths is not None else cnt,
         cnt,
         err,
         T,
@@ -177,7 +184,11 @@ def bwd_kernel_args(
         dy.stride(1),
     )
     kwargs = _common_kwargs(config, layer, dy.dtype, step)
-    kwargs.update(K_PAD=next_pow2(layer.w_hh.shape[2]), USE_INITIAL_STATE=c0 is not None)
+    kwargs.update(
+        K_PAD=next_pow2(layer.w_hh.shape[2]),
+        USE_INITIAL_STATE=c0 is not None,
+        USE_LENGTHS=lengths is not None,
+    )
     return args, kwargs
 
 
@@ -225,6 +236,15 @@ def _check_layer(xp: torch.Tensor, layer: PackedLayer, config: LSTMConfig, reduc
         raise ValueError("xp must have the packed weights' dtype and a contiguous last dim")
 
 
+def _device_lengths(lengths: torch.Tensor | None, B: int, dev) -> torch.Tensor | None:
+    """Sequence lengths as the kernels read them: int32 on the tensors' device."""
+    if lengths is None:
+        return None
+    if lengths.shape != (B,):
+        raise ValueError(f"lengths must have shape [{B}], got {list(lengths.shape)}")
+    return lengths.to(device=dev, dtype=torch.int32)
+
+
 def _check_state(name, t, shape, dtype, dev) -> None:
     if t is not None and (t.shape != shape or t.dtype != dtype or t.device != dev):
         raise ValueError(
@@ -241,6 +261,7 @@ def lstm_recurrent_fwd(
     *,
     out: torch.Tensor | None = None,
     save: bool = False,
+    lengths: torch.Tensor | None = None,
     mode: str | None = None,
     exact_fp32: bool | None = None,
     chip: Chip | None = None,
@@ -255,6 +276,8 @@ def lstm_recurrent_fwd(
     h0, c0: [DIRS, B, H] initial states or None (zeros)
     out:  optional [T, B, DIRS * H] tensor (last dim contiguous) to write the output into
     save: keep what ``lstm_recurrent_bwd`` needs (the training forward)
+    lengths: [B] sequence lengths in 1..T, or None (all T): past its length a sequence's output
+          is zero and its state holds; the reverse direction starts at each sequence's end
     mode: PERSISTENT (one launch, grid barrier) or STEPWISE (a launch per step); default
           persistent on GPU, stepwise under the interpreter when P > 1.
     exact_fp32: float32 dots without TF32; default: ``not torch.backends.cudnn.allow_tf32``,
@@ -263,8 +286,8 @@ def lstm_recurrent_fwd(
     err:  a [1] int32 time-out flag shared by several calls, which the caller then checks with
           ``raise_on_timeout`` (one sync for a whole stack of layers); default: a flag of this
           call's own, checked before returning when CHECK_TIMEOUTS.
-    Returns y [T, B, DIRS * H], h_n [DIRS, B, H], c_n [DIRS, B, H] in xp's dtype, and the
-    ``Saved`` activations (None unless ``save``).
+    Returns y [T, B, DIRS * H], h_n [DIRS, B, H], c_n [DIRS, B, H] (at each sequence's last
+    step) in xp's dtype, and the ``Saved`` activations (None unless ``save``).
     """
     T, B, _ = xp.shape
     H, dirs = layer.hidden_size, layer.w_hh.shape[0]
@@ -282,6 +305,7 @@ def lstm_recurrent_fwd(
     if c0 is not None:
         c.copy_(c0)
     saved = Saved(new_output_like(xp), new_output_like(y)) if save else None
+    lengths = _device_lengths(lengths, B, dev)
     if T == 0 or B == 0:
         return y, h_n.zero_() if h0 is None else h_n.copy_(h0), c.to(dtype), saved
 
@@ -289,7 +313,7 @@ def lstm_recurrent_fwd(
     err = new_timeout_flag(dev) if own_err else err
     barrier = _launch_schedule(
         _lstm_fwd_kernel,
-        lambda cnt, step: fwd_kernel_args(xp, layer, h0, c, y, h_n, saved, cnt, err, config, step),
+        lambda cnt, step: fwd_kernel_args(xp, layer, h0, c, y, h_n, saved, lengths, cnt, err, config, step),
         config,
         H,
         T,
@@ -317,6 +341,7 @@ def lstm_recurrent_bwd(
     saved: Saved,
     config: LSTMConfig,
     *,
+    lengths: torch.Tensor | None = None,
     mode: str | None = None,
     exact_fp32: bool | None = None,
     chip: Chip | None = None,
@@ -325,7 +350,8 @@ def lstm_recurrent_bwd(
     """Gradients of one layer's recurrence from the gradients of its outputs.
 
     dy:   [T, B, DIRS * H] gradient of y; dh_n, dc_n: [DIRS, B, H] gradients of h_n and c_n
-    layer, y, h0, c0, saved: the forward's packed weights, output, initial states and Saved
+    layer, y, h0, c0, saved, lengths: the forward's packed weights, output, initial states,
+          Saved activations and sequence lengths
     config: the backward's launch config (``configs.backward_config``): the forward's hidden
           split, its own batch tile
     Returns dxp (xp's shape and strides), dw_hh (``layer.w_hh``'s shape), dh0 and dc0
@@ -341,11 +367,12 @@ def lstm_recurrent_bwd(
     dc = dc_n.float().contiguous().clone()  # the kernel's cell-state gradient, in and out
     dxp = new_output_like(saved.gates)
     dh0 = new_output(dirs, B, H, device=dev, dtype=dtype)
+    lengths = _device_lengths(lengths, B, dev)
 
     err = new_timeout_flag(dev)
     barrier = _launch_schedule(
         _lstm_bwd_kernel,
-        lambda cnt, step: bwd_kernel_args(dy, saved, c0, layer, dh_n, dc, dxp, dh0, cnt, err, config, step),
+        lambda cnt, step: bwd_kernel_args(dy, saved, c0, layer, dh_n, dc, dxp, dh0, lengths, cnt, err, config, step),
         config,
         H,
         T,
@@ -361,12 +388,18 @@ def lstm_recurrent_bwd(
     if barrier and CHECK_TIMEOUTS:
         raise_on_timeout(err)
 
-    # dW_hh^T[d] = sum_t h_{t-1}^T dgates_t, h_{t-1} from the output (h0 or zeros at the first step)
+    # dW_hh^T[d] = sum_t h_{t-1}^T dgates_t, h_{t-1} from the output (h0 or zeros at each
+    # sequence's first step; padded steps have zero dgates)
     first = torch.zeros(dirs, B, H, device=dev, dtype=dtype) if h0 is None else h0
     dw_hh = torch.zeros_like(layer.w_hh)
     for d in range(dirs):
         y_d = y[:, :, d * H : (d + 1) * H]
-        h_prev = torch.cat([first[d, None], y_d[:-1]]) if d == 0 else torch.cat([y_d[1:], first[d, None]])
+        if d == 0:
+            h_prev = torch.cat([first[d, None], y_d[:-1]])
+        else:  # the reverse direction starts at each sequence's own last time
+            h_prev = torch.cat([y_d[1:], torch.zeros_like(y_d[:1])])
+            last = (lengths.long() - 1 if lengths is not None else torch.full((B,), T - 1, device=dev))[None, :, None]
+            h_prev = torch.where(torch.arange(T, device=dev)[:, None, None] == last, first[d, None], h_prev)
         dw_hh[d, :H] = torch.einsum("tbh,tbn->hn", h_prev, dxp[:, :, d * n_cols : (d + 1) * n_cols])
     return dxp, dw_hh, (dh0 if h0 is not None else None), dc.to(dtype)
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import launch
 from ._env import interpreting
@@ -80,79 +80,124 @@ class LSTM(nn.LSTM):
         """What ``forward(input, hx)`` would run: our kernels with which configs, or PyTorch's
         LSTM and why. ``training``: whether autograd will differentiate the call (default: as
         the call would decide, from grad mode and what requires grad)."""
-        if isinstance(input, PackedSequence):
-            return KernelPlan(reason="PackedSequence input")
+        data = input.data if isinstance(input, PackedSequence) else input
         if self.proj_size > 0:
             return KernelPlan(reason="proj_size > 0")
-        if input.dtype not in KERNEL_DTYPES:
-            return KernelPlan(reason=f"{input.dtype} input")
-        if not (input.device.type == "cuda" or (input.device.type == "cpu" and interpreting())):
-            return KernelPlan(reason=f"{input.device.type} tensors without TRITON_INTERPRET=1")
+        if data.dtype not in KERNEL_DTYPES:
+            return KernelPlan(reason=f"{data.dtype} input")
+        if not (data.device.type == "cuda" or (data.device.type == "cpu" and interpreting())):
+            return KernelPlan(reason=f"{data.device.type} tensors without TRITON_INTERPRET=1")
         if training is None:
             training = torch.is_grad_enabled() and (
-                input.requires_grad
+                data.requires_grad
                 or any(p.requires_grad for p in self._flat_weights)
                 or (hx is not None and (hx[0].requires_grad or hx[1].requires_grad))
             )
-        batch = 1 if input.dim() == 2 else input.shape[0 if self.batch_first else 1]
+        if isinstance(input, PackedSequence):
+            batch = int(input.batch_sizes[0])
+        else:
+            batch = 1 if input.dim() == 2 else input.shape[0 if self.batch_first else 1]
         H, D = self.hidden_size, self.num_directions
-        config = select_config(H, batch, D, input.dtype, input.device)
+        config = select_config(H, batch, D, data.dtype, data.device)
         if config is None:
             return KernelPlan(reason=f"no kernel config keeps the weights on chip (H={H}, B={batch}, dirs={D})")
         if not training:
             return KernelPlan(config)
-        backward = select_backward_config(config, H, input.dtype, input.device)
+        backward = select_backward_config(config, H, data.dtype, data.device)
         if backward is None:
             return KernelPlan(reason=f"no backward config fits on chip (H={H}, B={batch}, dirs={D})")
         return KernelPlan(training_config(config), backward)
 
-    def forward(self, input, hx=None):
+    def forward(self, input, hx=None, *, lengths=None):
+        """nn.LSTM's forward. ``lengths`` (ours, for padded input): [B] sequence lengths in
+        1..T (a CPU tensor or a list, as ``pack_padded_sequence`` takes them): the output is
+        zero past each length, ``h_n``/``c_n`` are each sequence's state at its last step and
+        the reverse direction starts there, as with a PackedSequence, without packing."""
         if isinstance(input, PackedSequence):
-            return super().forward(input, hx)
+            if lengths is not None:
+                raise ValueError(f"{type(self).__name__}: lengths= is for padded input; a PackedSequence has its own")
+            return self._forward_packed(input, hx)
         batched = _check_forward_args(self, input, hx)
+        if lengths is not None:
+            T, B = (input.shape[:2] if not self.batch_first else input.shape[1::-1]) if batched else (len(input), 1)
+            lengths = _check_lengths(self, lengths, B, T)
         plan = self.kernel_plan(input, hx)
         if plan.reason is not None:
-            return super().forward(input, hx)
+            return super().forward(input, hx) if lengths is None else self._pytorch_lengths(input, hx, lengths)
         x = input if batched else input.unsqueeze(1)
         if not batched and hx is not None:
             hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
         if self.batch_first and batched:
             x = x.transpose(0, 1)  # a view: the kernels take time-major strides
-        y, h_n, c_n = self._run(x, hx, plan.config, plan.backward)
+        y, h_n, c_n = self._run(x, hx, plan, self.batch_first and batched, lengths)
         if self.batch_first and batched:
             y = y.transpose(0, 1)
         if not batched:
             y, h_n, c_n = y.squeeze(1), h_n.squeeze(1), c_n.squeeze(1)
         return y, (h_n, c_n)
 
+    def _forward_packed(self, packed: PackedSequence, hx):
+        """A PackedSequence runs padded with its lengths, in the caller's batch order (where
+        nn.LSTM expects ``hx`` and returns ``h_n``), then is packed again with its own order."""
+        plan = self.kernel_plan(packed, hx)
+        if plan.reason is not None:
+            return super().forward(packed, hx)
+        padded, lengths = pad_packed_sequence(packed)  # [T, B, I] in the caller's order, lengths on the CPU
+        _check_forward_args(self, padded, hx, batch_first=False)
+        y, h_n, c_n = self._run(padded, hx, plan, False, lengths)
+        order = packed.sorted_indices
+        y_sorted = y if order is None else y.index_select(1, order)
+        out = pack_padded_sequence(y_sorted, lengths if order is None else lengths[order.cpu()])
+        return PackedSequence(out.data, out.batch_sizes, packed.sorted_indices, packed.unsorted_indices), (h_n, c_n)
+
+    def _pytorch_lengths(self, input, hx, lengths):
+        """``lengths=`` where our kernels do not run: nn.LSTM on the packed input, padded back."""
+        batched = input.dim() == 3
+        x = input if batched else input.unsqueeze(1 if not self.batch_first else 0)
+        if not batched and hx is not None:
+            hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        packed = pack_padded_sequence(x, lengths, batch_first=self.batch_first and batched, enforce_sorted=False)
+        y, (h_n, c_n) = super().forward(packed, hx)
+        total = input.shape[1 if (self.batch_first and batched) else 0]
+        y, _ = pad_packed_sequence(y, batch_first=self.batch_first and batched, total_length=total)
+        if not batched:
+            y, h_n, c_n = y.squeeze(1 if not self.batch_first else 0), h_n.squeeze(1), c_n.squeeze(1)
+        return y, (h_n, c_n)
+
     @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
 
-    def _run(self, x, hx, config: LSTMConfig, bwd_config: LSTMConfig | None):
-        """x: [T, B, I] time-major (possibly a view). Returns y [T, B, D*H] (a batch-major
-        tensor underneath when batch_first), h_n and c_n [L*D, B, H]. With a ``bwd_config``
-        the layers are differentiable (the training forward, saving what backward needs)."""
+    def _run(self, x, hx, plan: "KernelPlan", batch_major: bool, lengths: torch.Tensor | None):
+        """x: [T, B, I] time-major (a transposed view of a batch-major tensor when
+        ``batch_major``). Returns y [T, B, D*H] (batch-major underneath when ``batch_major``),
+        h_n and c_n [L*D, B, H]. With a backward config in the plan the layers are
+        differentiable (the training forward, saving what backward needs)."""
         D, H, L = self.num_directions, self.hidden_size, self.num_layers
+        config, bwd_config = plan.config, plan.backward
         err = new_timeout_flag(x.device)
+        if lengths is not None:
+            lengths = lengths.to(x.device, torch.int32)
         h_n, c_n = [], []
         for layer in range(L):
             packed = self._packed_layer(layer, config, differentiable=bwd_config is not None)
             # one GEMM for all timesteps and both directions, in the input's own memory order
-            inp = x.transpose(0, 1) if self.batch_first else x
+            inp = x.transpose(0, 1) if batch_major else x
             xp = inp.reshape(-1, inp.shape[-1])
             xp = torch.addmm(packed.bias, xp, packed.w_ih.t()) if packed.bias is not None else xp @ packed.w_ih.t()
             xp = xp.view(*inp.shape[:2], packed.w_ih.shape[0])
-            xp = xp.transpose(0, 1) if self.batch_first else xp
+            xp = xp.transpose(0, 1) if batch_major else xp
             states = slice(layer * D, (layer + 1) * D)
             h0 = None if hx is None else hx[0][states].contiguous()
             c0 = None if hx is None else hx[1][states].contiguous()
             if bwd_config is not None:
-                y, h, c = LSTMRecurrence.apply(xp, packed.w_hh, h0, c0, H, config, bwd_config, self.batch_first, err)
+                y, h, c = LSTMRecurrence.apply(
+                    xp, packed.w_hh, h0, c0, lengths, H, config, bwd_config, batch_major, err
+                )
             else:
                 out = new_output(*inp.shape[:2], D * H, device=x.device, dtype=x.dtype)
-                out = out.transpose(0, 1) if self.batch_first else out
-                y, h, c, _ = lstm_recurrent_fwd(xp, packed, h0, c0, config, out=out, err=err)
+                out = out.transpose(0, 1) if batch_major else out
+                y, h, c, _ = lstm_recurrent_fwd(xp, packed, h0, c0, config, out=out, lengths=lengths, err=err)
             h_n.append(h)
             c_n.append(c)
             x = (
@@ -187,7 +232,26 @@ class LSTM(nn.LSTM):
         return packed
 
 
-def _check_forward_args(module: nn.LSTM, input, hx) -> bool:
+def _check_lengths(module: nn.LSTM, lengths, batch: int, seq_len: int) -> torch.Tensor:
+    """``lengths=`` as a CPU int64 tensor; the errors ``pack_padded_sequence`` raises, with the
+    bad value named."""
+    name = type(module).__name__
+    lengths = torch.as_tensor(lengths, device="cpu")
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise TypeError(f"{name}: lengths must hold integers, got {lengths.dtype}")
+    if lengths.shape != (batch,):
+        raise RuntimeError(
+            f"{name}: lengths must have one entry per batch element ({batch}), got shape {tuple(lengths.shape)}"
+        )
+    lo, hi = int(lengths.min()), int(lengths.max())
+    if lo <= 0 or hi > seq_len:
+        raise RuntimeError(
+            f"{name}: every length must be in 1..{seq_len} (the padded sequence length), got lengths from {lo} to {hi}"
+        )
+    return lengths.long()
+
+
+def _check_forward_args(module: nn.LSTM, input, hx, batch_first: bool | None = None) -> bool:
     """nn.LSTM's checks with messages that name the bad argument; the same exception types
     nn.LSTM raises, so code that catches them keeps working. Returns whether input is batched."""
     name = type(module).__name__
@@ -215,7 +279,8 @@ def _check_forward_args(module: nn.LSTM, input, hx) -> bool:
             f"{name}: input is on {input.device} but the weights are on {w.device}; "
             f"move one of them: input.to({str(w.device)!r}) or model.to({str(input.device)!r})"
         )
-    seq_len = input.shape[1 if (batched and module.batch_first) else 0]
+    batch_first = module.batch_first if batch_first is None else batch_first
+    seq_len = input.shape[1 if (batched and batch_first) else 0]
     if seq_len == 0:
         raise RuntimeError(
             f"{name}: Expected sequence length to be larger than 0 in RNN (input shape {tuple(input.shape)})"
@@ -224,7 +289,7 @@ def _check_forward_args(module: nn.LSTM, input, hx) -> bool:
         return batched
     if not (isinstance(hx, (tuple, list)) and len(hx) == 2 and all(isinstance(t, torch.Tensor) for t in hx)):
         raise HiddenStateError(f"{name}: hx must be a tuple (h_0, c_0) of two tensors, got {type(hx).__name__}")
-    batch = input.shape[0 if module.batch_first else 1] if batched else None
+    batch = input.shape[0 if batch_first else 1] if batched else None
     d = 2 if module.bidirectional else 1
     h_size = module.proj_size if module.proj_size > 0 else module.hidden_size
     for which, t, size in (("h_0", hx[0], h_size), ("c_0", hx[1], module.hidden_size)):

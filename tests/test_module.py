@@ -118,11 +118,15 @@ def test_unsupported_cases_run_pytorch(make):
     assert torch.equal(y, want_y) and torch.equal(h_n, want_h) and torch.equal(c_n, want_c)
 
 
-def test_packed_sequence_runs_pytorch():
-    ours, ref = pair(3, 4)
-    packed = nn.utils.rnn.pack_padded_sequence(torch.randn(5, 2, 3), torch.tensor([5, 3]))
+def test_float64_packed_sequence_runs_pytorch():
+    """A PackedSequence our kernels cannot take (float64) gets nn.LSTM's own result."""
+    ours = LSTM(3, 4).double()
+    ref = nn.LSTM(3, 4).double()
+    ref.load_state_dict(ours.state_dict())
+    packed = nn.utils.rnn.pack_padded_sequence(torch.randn(5, 2, 3, dtype=torch.float64), torch.tensor([5, 3]))
+    assert ours.kernel_plan(packed).reason == "torch.float64 input"
     with torch.no_grad():
-        y, (h_n, _) = ours.cpu()(packed)
+        y, (h_n, _) = ours(packed)
         want_y, (want_h, _) = ref(packed)
     assert torch.equal(y.data, want_y.data) and torch.equal(h_n, want_h)
 
