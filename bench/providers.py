@@ -49,12 +49,6 @@ def route(case: Case, module: LSTM, x: torch.Tensor) -> tuple[LSTMConfig | None,
     return plan.config, None
 
 
-def describe(config: LSTMConfig, hidden_size: int) -> str:
-    """A config in one CSV cell: programs per group, tile sizes, matmul path, warps."""
-    path = "fma" if config.use_fma else f"dot-splitk{config.split_k}"
-    return f"P{config.programs(hidden_size)}-BH{config.block_h}-BB{config.block_b}-{path}-w{config.num_warps}"
-
-
 PROVIDERS = {
     p.name: p
     for p in (

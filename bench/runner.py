@@ -16,7 +16,7 @@ from torch import nn
 from .floor import measure_floor
 from .gate import check, reference
 from .progress import Progress
-from .providers import Provider, describe, route
+from .providers import Provider, route
 from .results import (
     ERROR,
     FLOOR_CSV,
@@ -87,7 +87,7 @@ def measure_row(provider: Provider, case: Case, base: nn.LSTM, inputs: Inputs, e
         config, reason = route(case, module, inputs.buf["x"])
         if reason:
             return {"status": ROUTED, "reason": reason}
-        row["config"] = describe(config, case.H)
+        row["config"] = config.label(case.H)
     call = make_call(module, case.mode, inputs, cudnn=provider.cudnn)
     inputs.load(0)
     t0 = time.perf_counter()

@@ -1,6 +1,8 @@
 """Launch configs of the recurrent kernels: what a config is, which ones fit a chip, and the
 heuristic that picks one from the shape, the dtype and the chip."""
 
+import functools
+import os
 from dataclasses import dataclass, replace
 
 import torch
@@ -25,6 +27,11 @@ class LSTMConfig:
     def programs(self, hidden_size: int) -> int:
         """Programs per barrier group: the hidden split ``P``."""
         return num_programs(hidden_size, self.block_h)
+
+    def label(self, hidden_size: int) -> str:
+        """Programs per group, tile sizes, matmul path and warps, in one short word."""
+        path = "fma" if self.use_fma else f"dot-splitk{self.split_k}"
+        return f"P{self.programs(hidden_size)}-BH{self.block_h}-BB{self.block_b}-{path}-w{self.num_warps}"
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,10 @@ MAX_BWD_BLOCK_B, MAX_EXACT_BWD_BLOCK_B = 16, 4  # the backward's batch tile, TF3
 EXACT_BWD_CHUNK, MAX_EXACT_BWD_SPLIT = 256, 16  # exact fp32 backward: gate columns per warp, warps
 # Registers one thread may spend on the fp32 weight slice of the FMA path.
 MAX_FMA_WEIGHT_REGS = 160
+WARP_SIZE = 32
+MAX_THREAD_REGS = 255  # registers one thread can address (sm_90)
+MAX_WARPS = 32  # 1024 threads per program
+HEURISTIC_PICKS_KEPT = 4096  # memoized heuristic picks: far more shapes than a process runs
 
 
 def chip_of(device: torch.device) -> Chip:
@@ -92,17 +103,52 @@ def smem_estimate(config: LSTMConfig, hidden_size: int, elem_bytes: int) -> int:
 
 
 def fma_weight_regs(config: LSTMConfig, hidden_size: int) -> int:
-    return padded_hidden(hidden_size) * 4 * config.block_h // (32 * config.num_warps)
+    return padded_hidden(hidden_size) * 4 * config.block_h // (WARP_SIZE * config.num_warps)
+
+
+def live_regs(config: LSTMConfig, hidden_size: int) -> int:
+    """A lower bound on the 32-bit registers one thread holds through a step: its share of the
+    fp32 gate accumulator (one per split-K partial) and of the cell state, and on the FMA path
+    its share of the fp32 weight slice."""
+    threads = WARP_SIZE * config.num_warps
+    acc = -(-config.split_k * config.block_b * 4 * config.block_h // threads)
+    cell = -(-config.block_b * config.block_h // threads)
+    return acc + cell + (fma_weight_regs(config, hidden_size) if config.use_fma else 0)
+
+
+def chip_problem(config: LSTMConfig, hidden_size: int, dtype: torch.dtype, chip: Chip) -> str | None:
+    """Why a program of this config cannot run on ``chip`` as the persistent kernels need (one
+    program per SM, its barrier group co-resident, nothing spilled), or None."""
+    n_prog = config.programs(hidden_size)
+    if n_prog > chip.n_sm:
+        return f"{n_prog} programs per barrier group > {chip.n_sm} SMs: the group cannot be co-resident"
+    if config.num_warps > MAX_WARPS:
+        return f"{config.num_warps} warps > {MAX_WARPS} per program"
+    if config.use_fma and fma_weight_regs(config, hidden_size) > MAX_FMA_WEIGHT_REGS:
+        return f"{fma_weight_regs(config, hidden_size)} weight registers per thread > {MAX_FMA_WEIGHT_REGS}"
+    reg_budget = min(MAX_THREAD_REGS, chip.regs_per_sm // (WARP_SIZE * config.num_warps))
+    if live_regs(config, hidden_size) > reg_budget:
+        return f"at least {live_regs(config, hidden_size)} live registers per thread > {reg_budget}"
+    smem = smem_estimate(config, hidden_size, dtype.itemsize)
+    if smem > chip.smem_per_block:
+        return f"~{smem} B of shared memory > {chip.smem_per_block} B"
+    return None
 
 
 def fits(config: LSTMConfig, hidden_size: int, dtype: torch.dtype, chip: Chip) -> bool:
-    """One rule for every candidate: the program fits on one SM and its barrier group is
-    co-resident (one program per SM)."""
-    if config.programs(hidden_size) > chip.n_sm:
-        return False
-    if config.use_fma and fma_weight_regs(config, hidden_size) > MAX_FMA_WEIGHT_REGS:
-        return False
-    return smem_estimate(config, hidden_size, dtype.itemsize) <= chip.smem_per_block
+    """The program fits on one SM and its barrier group is co-resident (``chip_problem``)."""
+    return chip_problem(config, hidden_size, dtype, chip) is None
+
+
+def reject_reason(config: LSTMConfig, hidden_size: int, dtype: torch.dtype, chip: Chip) -> str | None:
+    """The one pruning rule for every candidate, before anything is compiled: why this forward
+    config cannot compile (``check_config``) or cannot run on ``chip`` (``chip_problem``), or
+    None when it can."""
+    try:
+        check_config(config, hidden_size)
+    except ValueError as e:
+        return str(e)
+    return chip_problem(config, hidden_size, dtype, chip)
 
 
 def _start(h_pad: int, batch: int) -> LSTMConfig:
@@ -136,6 +182,7 @@ def _max_block_h(h_pad: int, exact_fp32: bool) -> int:
     return EXACT_FP32_WIDE_BLOCK_H if (exact_fp32 and h_pad >= EXACT_FP32_WIDE_H) else h_pad
 
 
+@functools.lru_cache(maxsize=HEURISTIC_PICKS_KEPT)  # it runs per forward call and takes ~30 us
 def heuristic(
     hidden_size: int, batch: int, dirs: int, dtype: torch.dtype, chip: Chip, exact_fp32: bool = False
 ) -> LSTMConfig | None:
@@ -173,11 +220,34 @@ def heuristic(
     return None
 
 
-def select_config(hidden_size: int, batch: int, dirs: int, dtype: torch.dtype, device: torch.device):
-    """The config the module runs: the heuristic (tuned configs come later), one under the
-    interpreter."""
-    chip = INTERPRETER if interpreting() else chip_of(device)
-    return heuristic(hidden_size, batch, dirs, dtype, chip, exact_fp32=not torch.backends.cudnn.allow_tf32)
+def select_config(
+    hidden_size: int,
+    batch: int,
+    dirs: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    *,
+    training: bool | None = None,
+    cache: str | os.PathLike | None = None,
+):
+    """The config the module runs. Under the interpreter, always its one config; on a GPU, the
+    tuned config of the inference forward when a cache has one for this shape
+    (``tuning.tuned_config``: ``cache`` or the user's cache, then the one shipped for the GPU),
+    else the heuristic: for training (its forward and backward are not tuned yet), exact fp32
+    dots, or a shape or GPU without an entry. ``training``: whether autograd will differentiate
+    the call; None: whether grad mode is on."""
+    if interpreting():
+        return heuristic(hidden_size, batch, dirs, dtype, INTERPRETER)
+    chip = chip_of(device)
+    exact_fp32 = not torch.backends.cudnn.allow_tf32
+    training = torch.is_grad_enabled() if training is None else training
+    if not training and not (exact_fp32 and dtype == torch.float32):
+        from .tuning import tuned_config  # tuning builds on this module
+
+        tuned = tuned_config(hidden_size, batch, dirs, dtype, chip, cache)
+        if tuned is not None:
+            return tuned
+    return heuristic(hidden_size, batch, dirs, dtype, chip, exact_fp32=exact_fp32)
 
 
 def training_config(config: LSTMConfig) -> LSTMConfig:
