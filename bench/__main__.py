@@ -24,7 +24,7 @@ def run_parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--sweep", nargs="+", choices=list(SWEEPS), help="named sweeps (default: default; cpu on a CPU)")
     which.add_argument("--quick", action="store_true", help="a few points in seconds (the cpu sweep on a CPU)")
-    p.add_argument("--providers", nargs="+", help="providers to run (default: all; see --list)")
+    p.add_argument("--providers", nargs="+", help="providers to run (default: all but ours_heuristic; see --list)")
     p.add_argument("--T", type=int, nargs="+", help="sequence lengths, replacing the sweep's")
     p.add_argument("--H", type=int, nargs="+", help="hidden sizes, replacing the sweep's")
     p.add_argument("--B", type=int, nargs="+", help="batch sizes, replacing the sweep's")
@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.providers or ()) - set(PROVIDERS)
     if unknown:
         sys.exit(f"unknown providers {sorted(unknown)}; known: {list(PROVIDERS)}")
-    providers = [PROVIDERS[n] for n in (args.providers or PROVIDERS)]
+    providers = (
+        [PROVIDERS[n] for n in args.providers] if args.providers else [p for p in PROVIDERS.values() if p.default]
+    )
     names = args.sweep or ["cpu" if interpret else ("quick" if args.quick else "default")]
     values = dict(T=args.T, H=args.H, B=args.B, I=args.I, layers=args.layers, dirs=args.dirs)
     values |= dict(dtypes=args.dtype, modes=args.mode)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lstm_triton import LSTM, LSTMConfig
+from lstm_triton.tuning import heuristic_only
 
 from .sweeps import FWDBW, Case
 
@@ -26,6 +27,7 @@ class Provider:
     ours: bool = False
     cudnn: bool = True  # cuDNN enabled during the call
     needs_cuda: bool = False
+    default: bool = True  # runs unless --providers names others
 
     def skip_reason(self, device: str) -> str | None:
         if (self.needs_cuda or self.graph) and device != "cuda":
@@ -41,9 +43,24 @@ def _copy(base: nn.LSTM) -> nn.LSTM:
     return module
 
 
+class HeuristicLSTM(LSTM):
+    """lstm_triton.LSTM with every tuned-config cache off: the heuristic's configs."""
+
+    def kernel_plan(self, *args, **kwargs):
+        with heuristic_only():
+            return super().kernel_plan(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        with heuristic_only():
+            return super().forward(*args, **kwargs)
+
+
 def route(case: Case, module: LSTM, x: torch.Tensor) -> tuple[LSTMConfig | None, str | None]:
-    """Our kernel config for this case, or why our module would run PyTorch's LSTM instead."""
-    plan = module.kernel_plan(x, training=case.mode == FWDBW)
+    """Our kernel config for this case, or why our module would run PyTorch's LSTM instead;
+    asked in the grad mode of the timed call, which decides between tuned and heuristic configs."""
+    training = case.mode == FWDBW
+    with torch.set_grad_enabled(training):
+        plan = module.kernel_plan(x, training=training)
     if plan.reason is not None:
         return None, f"routed to PyTorch's LSTM: {plan.reason}"
     return plan.config, None
@@ -54,6 +71,13 @@ PROVIDERS = {
     for p in (
         Provider("ours", "lstm_triton.LSTM, eager", LSTM.from_torch, ours=True),
         Provider("ours_graph", "lstm_triton.LSTM replayed from a CUDA graph", LSTM.from_torch, graph=True, ours=True),
+        Provider(
+            "ours_heuristic",
+            "lstm_triton.LSTM on the heuristic's configs, tuned caches off (eager; only with --providers)",
+            HeuristicLSTM.from_torch,
+            ours=True,
+            default=False,
+        ),
         Provider("cudnn", "torch.nn.LSTM on cuDNN, eager", _copy, needs_cuda=True),
         Provider(
             "cudnn_graph", "torch.nn.LSTM on cuDNN replayed from a CUDA graph", _copy, graph=True, needs_cuda=True

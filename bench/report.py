@@ -7,7 +7,7 @@ import pandas as pd
 
 from . import plots
 from .results import FLOOR_CSV, OK, RESULTS_CSV, SKIPPED, load
-from .speedup import geomeans, ratio, speedups
+from .speedup import CASE, geomeans, ratio, speedups
 
 REPORT_MD = "REPORT.md"
 CPU_DEVICE = "cpu"
@@ -108,6 +108,38 @@ def _tables_section(df: pd.DataFrame, sp: pd.DataFrame) -> str:
     return "\n\n".join(parts)
 
 
+def _tuning_section(df: pd.DataFrame) -> str | None:
+    """Tuned configs against the heuristic's, per case where both were timed (None when the run
+    had no ours_heuristic rows)."""
+    ok = df[df["status"] == OK]
+    tuned, base = (ok[ok["provider"] == p][CASE + ["config", "us_per_step"]] for p in ("ours", "ours_heuristic"))
+    m = tuned.merge(base, on=CASE, suffixes=("_tuned", "_heur"))
+    if m.empty:
+        return None
+    rows = [
+        [
+            r.sweep,
+            r.mode,
+            r.dtype,
+            _dirs(r.dirs),
+            r.H,
+            r.B,
+            r.config_heur,
+            fmt(r.us_per_step_heur),
+            "same" if r.config_tuned == r.config_heur else r.config_tuned,
+            fmt(r.us_per_step_tuned),
+            ratio(r.us_per_step_heur / r.us_per_step_tuned),
+        ]
+        for r in m.sort_values(CASE).itertuples()
+    ]
+    header = ["sweep", "mode", "dtype", "dirs", "H", "B", "heuristic config", "us/step", "tuned config", "us/step"]
+    intro = (
+        "ours (the tuned config where the cache has one) against ours_heuristic (the heuristic's config), "
+        "median us per step; gain = heuristic time / tuned time. Rows whose config is the same show the noise."
+    )
+    return "## Tuned against heuristic configs\n\n" + intro + "\n\n" + md_table(header + ["gain"], rows)
+
+
 def _not_timed_section(df: pd.DataFrame) -> str:
     bad = df[df["status"] != OK]
     head = "## Rows not timed\n\n"
@@ -135,11 +167,12 @@ def build(out: Path) -> Path:
         _geomean_section(gm),
         _floor_section(out),
         _tables_section(df, sp),
+        _tuning_section(df),
         _not_timed_section(df),
         "## Plots\n\n" + "\n\n".join(f"![{f.stem}]({f.name})" for f in files),
     ]
     path = out / REPORT_MD
-    path.write_text("\n\n".join(parts) + "\n")
+    path.write_text("\n\n".join(p for p in parts if p is not None) + "\n")
     return path
 
 

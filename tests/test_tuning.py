@@ -1,16 +1,22 @@
 """The config space and its pruning rule, the tuned-config cache (round trip, lookup, bad
-caches) and the tuner's choice of a winner."""
+caches), the tuner's choice of a winner, and the benchmark's tuned-against-heuristic rows."""
 
 import json
 import warnings
 from dataclasses import replace
 
+import pandas as pd
 import pytest
 import torch
 import triton
+from torch import nn
 
 import lstm_triton.configs as configs
-from lstm_triton import LSTMConfig
+from bench.providers import PROVIDERS, HeuristicLSTM, route
+from bench.report import REPORT_MD, build
+from bench.results import SCHEMA
+from bench.sweeps import FWD, Case
+from lstm_triton import LSTM, LSTMConfig
 from lstm_triton._env import interpreting
 from lstm_triton.aot import GRID_B, GRID_H, GRID_PRECISIONS
 from lstm_triton.configs import H200, INTERPRETER, MIN_DOT_BLOCK_B, Chip, heuristic, reject_reason, select_config
@@ -355,7 +361,7 @@ def test_open_cache_extends_its_own_and_never_mixes_gpus(tmp_path):
     assert open_cache(tmp_path / "new.json", FAKE.name, retune=False).entries == {}
 
 
-# -- the command line
+# -- the command line and the benchmark
 
 
 def test_cli_plan_and_show_need_no_gpu(tmp_path, capsys):
@@ -371,3 +377,32 @@ def test_cli_plan_and_show_need_no_gpu(tmp_path, capsys):
 def test_cli_tuning_needs_a_gpu():
     with pytest.raises(SystemExit, match="CUDA GPU"):
         main(["--H", "64", "--B", "1"])
+
+
+@pytest.mark.skipif(not interpreting(), reason="plans CPU tensors as a GPU's (the interpreter lets them in)")
+def test_bench_heuristic_provider_bypasses_the_cache(tmp_path, monkeypatch):
+    assert not PROVIDERS["ours_heuristic"].default and PROVIDERS["ours"].default
+    monkeypatch.setattr(configs, "interpreting", lambda: False)
+    monkeypatch.setattr(configs, "chip_of", lambda device: FAKE)
+    monkeypatch.setattr("lstm_triton.tuning.triton.__version__", TRITON)
+    monkeypatch.setenv(CACHE_ENV, str(write_cache(tmp_path / "c.json", entry())))
+    x = torch.randn(2, 64, 16, dtype=BF16)
+    case = Case("default", FWD, "bfloat16", T=2, B=64, H=1024, I=16, layers=1, dirs=1)
+    ours, heur = LSTM(16, 1024, dtype=BF16), HeuristicLSTM.from_torch(nn.LSTM(16, 1024, dtype=BF16))
+    assert route(case, ours, x) == (TUNED, None)  # asked in the timed call's grad mode: no grad
+    assert route(case, heur, x) == (heuristic(1024, 64, 1, BF16, FAKE), None)
+    with torch.no_grad():
+        assert heur.kernel_plan(x).config == heuristic(1024, 64, 1, BF16, FAKE)
+
+
+def test_report_shows_tuned_against_heuristic_rows(tmp_path):
+    rows = []
+    for provider, config, us in (("ours", "P128-BH8-BB64", 4.0), ("ours_heuristic", "P64-BH16-BB32", 6.0)):
+        case = dict(sweep="default", mode="fwd", dtype="bfloat16", T=256, B=64, H=1024, I=1024, layers=1, dirs=1)
+        rows.append(dict.fromkeys(SCHEMA) | case | dict(provider=provider, status="ok", config=config))
+        rows[-1] |= dict(median_ms=us * 0.256, us_per_step=us, device="cuda", gpu="TEST-GPU", time="2000-01-01")
+    pd.DataFrame(rows, columns=SCHEMA).to_csv(tmp_path / "results.csv", index=False)
+    text = (build(tmp_path) and tmp_path / REPORT_MD).read_text()
+    assert "## Tuned against heuristic configs" in text
+    assert "| default | fwd | bfloat16 | uni | 1024 | 64 | P64-BH16-BB32 | 6 | P128-BH8-BB64 | 4 | 1.50x |" in text
+    assert "ours vs ours_heuristic" in text
