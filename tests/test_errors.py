@@ -1,14 +1,27 @@
 """Bad input gets the exception type nn.LSTM raises (code that catches it keeps working) with a
-message that names the bad argument; never a Triton crash or a silent wrong answer."""
+message that names the bad argument; never a Triton crash or a silent wrong answer. Odd but
+valid input (NaN/Inf, empty batches, non-contiguous or expanded tensors, ...) gives what
+nn.LSTM gives.
+
+One table drives the tests and docs/errors.md; a test fails when the page is not what the
+table renders. Rewrite the page with ``python -m tests.test_errors``."""
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 from lstm_triton import LSTM
-from tests.helpers import DEVICE
+from tests.helpers import DEVICE, assert_close, tolerance
 
 L, D, H, I, B, T = 2, 2, 4, 3, 2, 5
+DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+NAN, INF = float("nan"), float("inf")
+INPUT, STATES, WEIGHTS = "input", "states", "weights"
 
 
 def rand(*shape, **kw):
@@ -19,75 +32,415 @@ def state(*shape, **kw):
     return (rand(*shape, **kw), rand(*shape, **kw))
 
 
-# (id, input factory, hx factory, exception type, what our message must say)
-CASES = [
-    ("input-1d", lambda: rand(I), None, ValueError, r"input must be 2-D .* got a 1-D"),
-    ("input-4d", lambda: rand(T, B, I, 1), None, ValueError, r"input must be 2-D .* got a 4-D"),
-    ("input_size", lambda: rand(T, B, I + 1), None, RuntimeError, r"input_size\. Expected 3, got 4"),
-    ("input-float64", lambda: rand(T, B, I, dtype=torch.float64), None, ValueError, r"input dtype \(torch.float64\)"),
-    ("input-int", lambda: torch.ones(T, B, I, dtype=torch.long), None, ValueError, r"input dtype \(torch.int64\)"),
-    ("input-device", lambda: rand(T, B, I, device="meta"), None, RuntimeError, r"input is on meta"),
-    ("input-list", lambda: [[0.0] * I] * T, None, AttributeError, r"input must be a Tensor"),
-    ("input-none", lambda: None, None, AttributeError, r"input must be a Tensor"),
-    ("seq-len-0", lambda: rand(0, B, I), None, RuntimeError, r"sequence length"),
-    ("seq-len-0-unbatched", lambda: rand(0, I), None, RuntimeError, r"sequence length"),
-    (
+def with_value(t: torch.Tensor, index: tuple, value: float) -> torch.Tensor:
+    t[index] = value
+    return t
+
+
+def inference_tensor(*shape):
+    with torch.inference_mode():
+        return rand(*shape)
+
+
+def batch_input():
+    return rand(T, B, I)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One call of ``LSTM(3, 4, num_layers=2, bidirectional=True)``: ``forward(input, hx)``."""
+
+    id: str
+    what: str  # the input, in words (the page's second column)
+    make_input: Callable
+    make_hx: Callable | None = None
+    exc: type | None = None  # what nn.LSTM raises; None: accepted, with nn.LSTM's results
+    message: str = ""  # a regex our message matches
+    grads: tuple[str, ...] = ()  # what requires grad (INPUT, STATES, WEIGHTS): a training call
+    gap: str | None = None  # a known difference from nn.LSTM: an xfail until fixed
+
+
+ROWS = [
+    # rejected: the input
+    Row("input-1d", "input of 1 dimension", lambda: rand(I), None, ValueError, r"input must be 2-D .* got a 1-D"),
+    Row("input-0d", "a 0-dimensional input (a scalar)", lambda: torch.tensor(1.0), None, ValueError, r"got a 0-D"),
+    Row("input-4d", "input of 4 dimensions", lambda: rand(T, B, I, 1), None, ValueError, r"got a 4-D"),
+    Row(
+        "input_size", "input.size(-1) != input_size", lambda: rand(T, B, I + 1), None, RuntimeError, "Expected 3, got 4"
+    ),
+    Row("seq-len-0", "sequence length 0", lambda: rand(0, B, I), None, RuntimeError, r"sequence length"),
+    Row(
+        "seq-len-0-unbatched", "sequence length 0, unbatched", lambda: rand(0, I), None, RuntimeError, "sequence length"
+    ),
+    Row(
+        "input-float64",
+        "float64 input, float32 weights",
+        lambda: rand(T, B, I, dtype=torch.float64),
+        None,
+        ValueError,
+        r"input dtype \(torch.float64\)",
+    ),
+    Row(
+        "input-float16",
+        "float16 input (a kernel dtype), float32 weights",
+        lambda: rand(T, B, I, dtype=torch.float16),
+        None,
+        ValueError,
+        r"input dtype \(torch.float16\) does not match weight dtype",
+    ),
+    Row("input-int", "integer input", lambda: torch.ones(T, B, I, dtype=torch.long), None, ValueError, r"torch\.int64"),
+    Row("input-bool", "boolean input", lambda: torch.ones(T, B, I, dtype=torch.bool), None, ValueError, r"torch\.bool"),
+    Row(
+        "input-complex",
+        "complex input",
+        lambda: rand(T, B, I, dtype=torch.complex64),
+        None,
+        ValueError,
+        r"input dtype \(torch\.complex64\)",
+    ),
+    Row("input-device", "input on another device", lambda: rand(T, B, I, device="meta"), None, RuntimeError, "on meta"),
+    Row("input-list", "a nested list as input", lambda: [[0.0] * I] * T, None, AttributeError, "must be a Tensor"),
+    Row("input-none", "None as input", lambda: None, None, AttributeError, r"input must be a Tensor"),
+    Row("input-numpy", "a numpy array as input", lambda: rand(T, B, I).numpy(), None, AttributeError, r"got ndarray"),
+    Row(
+        "inference-tensor",
+        "a tensor made under inference_mode as the input of a training call",
+        lambda: inference_tensor(T, B, I),
+        None,
+        RuntimeError,
+        r"Inference tensors cannot be saved for backward",
+        grads=(WEIGHTS,),
+    ),
+    # rejected: the initial state hx = (h_0, c_0)
+    Row(
         "h0-shape",
-        lambda: rand(T, B, I),
+        "h_0 with the wrong batch size",
+        batch_input,
         lambda: (rand(L * D, B + 1, H), rand(L * D, B, H)),
         RuntimeError,
         r"Expected h_0 of size \(4, 2, 4\), got \(4, 3, 4\)",
     ),
-    (
+    Row(
         "c0-shape",
-        lambda: rand(T, B, I),
+        "c_0 with the wrong hidden size",
+        batch_input,
         lambda: (rand(L * D, B, H), rand(L * D, B, H + 1)),
         RuntimeError,
         r"Expected c_0 of size",
     ),
-    (
+    Row(
+        "hx-layers",
+        "h_0 and c_0 for the wrong number of layers x directions",
+        batch_input,
+        lambda: state(L * D - 1, B, H),
+        RuntimeError,
+        r"Expected h_0 of size \(4, 2, 4\), got \(3, 2, 4\)",
+    ),
+    Row(
         "hx-2d-for-batched",
-        lambda: rand(T, B, I),
+        "2-D h_0 and c_0 for batched input",
+        batch_input,
         lambda: state(L * D, H),
         RuntimeError,
         r"batched 3-D input, h_0 must be 3-D",
     ),
-    (
+    Row(
         "hx-3d-for-unbatched",
+        "3-D h_0 and c_0 for unbatched input",
         lambda: rand(T, I),
         lambda: state(L * D, 1, H),
         RuntimeError,
         r"unbatched 2-D input, h_0 must be 2-D",
     ),
-    (
+    Row(
         "hx-dtype",
-        lambda: rand(T, B, I),
+        "float64 h_0 and c_0, float32 input",
+        batch_input,
         lambda: state(L * D, B, H, dtype=torch.float64),
         RuntimeError,
         r"h_0 dtype \(torch.float64\)",
     ),
-    ("hx-device", lambda: rand(T, B, I), lambda: state(L * D, B, H, device="meta"), RuntimeError, r"h_0 is on meta"),
-    ("hx-tensor", lambda: rand(T, B, I), lambda: rand(L * D, B, H), RuntimeError, r"hx must be a tuple"),
-    ("hx-one-tensor", lambda: rand(T, B, I), lambda: (rand(L * D, B, H),), IndexError, r"hx must be a tuple"),
+    Row(
+        "c0-dtype",
+        "c_0 alone in float64",
+        batch_input,
+        lambda: (rand(L * D, B, H), rand(L * D, B, H, dtype=torch.float64)),
+        RuntimeError,
+        r"c_0 dtype \(torch.float64\)",
+    ),
+    Row(
+        "hx-int",
+        "integer h_0 and c_0",
+        batch_input,
+        lambda: (torch.ones(L * D, B, H, dtype=torch.long),) * 2,
+        RuntimeError,
+        r"h_0 dtype \(torch.int64\)",
+    ),
+    Row(
+        "hx-device",
+        "h_0 and c_0 on another device",
+        batch_input,
+        lambda: state(L * D, B, H, device="meta"),
+        RuntimeError,
+        r"h_0 is on meta",
+    ),
+    Row(
+        "c0-device",
+        "c_0 alone on another device",
+        batch_input,
+        lambda: (rand(L * D, B, H), rand(L * D, B, H, device="meta")),
+        RuntimeError,
+        r"c_0 is on meta",
+    ),
+    Row("hx-tensor", "one tensor as hx", batch_input, lambda: rand(L * D, B, H), RuntimeError, r"hx must be a tuple"),
+    Row("hx-one-tensor", "a 1-tuple as hx", batch_input, lambda: (rand(L * D, B, H),), IndexError, "must be a tuple"),
+    Row("hx-empty", "an empty tuple as hx", batch_input, lambda: (), IndexError, r"hx must be a tuple"),
+    Row(
+        "hx-three-tensors",
+        "a 3-tuple of tensors as hx",
+        batch_input,
+        lambda: state(L * D, B, H) + (rand(L * D, B, H),),
+        RuntimeError,
+        r"hx must be a tuple",
+    ),
+    # accepted: what nn.LSTM gives
+    Row("nan-input", "a NaN in the input", lambda: with_value(rand(T, B, I), (2, 1, 0), NAN)),
+    Row("inf-input", "+Inf in the input", lambda: with_value(rand(T, B, I), (2, 1, 0), INF)),
+    Row("neg-inf-input", "-Inf in the input", lambda: with_value(rand(T, B, I), (0, 0, 2), -INF)),
+    Row(
+        "nan-h0",
+        "a NaN in h_0",
+        batch_input,
+        lambda: (with_value(rand(L * D, B, H), (1, 0, 3), NAN), rand(L * D, B, H)),
+    ),
+    Row(
+        "inf-c0",
+        "+Inf in c_0",
+        batch_input,
+        lambda: (rand(L * D, B, H), with_value(rand(L * D, B, H), (0, 1, 2), INF)),
+    ),
+    Row(
+        "nan-input-training",
+        "a NaN in the input of a training call",
+        lambda: with_value(rand(T, B, I), (4, 0, 1), NAN),
+        grads=(INPUT, WEIGHTS),
+    ),
+    Row("empty-batch", "batch size 0", lambda: rand(T, 0, I)),
+    Row("empty-batch-hx", "batch size 0 with h_0 and c_0", lambda: rand(T, 0, I), lambda: state(L * D, 0, H)),
+    Row("empty-batch-training", "batch size 0 in a training call", lambda: rand(T, 0, I), grads=(INPUT, WEIGHTS)),
+    Row("unbatched", "unbatched 2-D input with 2-D states", lambda: rand(T, I), lambda: state(L * D, H)),
+    Row("hx-list", "[h_0, c_0], a list, as hx", batch_input, lambda: list(state(L * D, B, H))),
+    Row("input-strided", "input with a strided last dimension", lambda: rand(T, B, 2 * I)[..., ::2]),
+    Row("input-expanded", "input expanded over the batch (stride 0)", lambda: rand(T, 1, I).expand(T, B, I)),
+    Row("input-transposed", "batch-major memory seen time-major", lambda: rand(B, T, I).transpose(0, 1)),
+    Row(
+        "hx-expanded-transposed",
+        "expanded h_0, transposed c_0",
+        batch_input,
+        lambda: (rand(L * D, 1, H).expand(L * D, B, H), rand(B, L * D, H).transpose(0, 1)),
+    ),
+    Row(
+        "hx-requires-grad-only",
+        "h_0 and c_0 require grad; the input and the weights do not",
+        batch_input,
+        lambda: state(L * D, B, H),
+        grads=(STATES,),
+    ),
+]
+
+# nn.LSTM's constructor checks, which LSTM inherits: (id, arguments, exception type)
+CONSTRUCTOR_ROWS = [
+    ("hidden_size-0", dict(hidden_size=0), ValueError),
+    ("hidden_size-float", dict(hidden_size=4.0), TypeError),
+    ("input_size-0", dict(input_size=0), ValueError),
+    ("num_layers-0", dict(num_layers=0), ValueError),
+    ("dropout-1.5", dict(dropout=1.5), ValueError),
+    ("proj_size-not-below-hidden_size", dict(proj_size=H), ValueError),
+    ("proj_size-negative", dict(proj_size=-1), ValueError),
 ]
 
 
 def on(device, value):
-    """Move tensors (alone or in a tuple) that live on the CPU to ``device``."""
+    """Move tensors (alone, in a tuple or a list) that live on the CPU to ``device``."""
     if isinstance(value, torch.Tensor):
         return value.to(device) if value.device.type == "cpu" else value
-    if isinstance(value, tuple):
-        return tuple(on(device, v) for v in value)
+    if isinstance(value, (tuple, list)):
+        return type(value)(on(device, v) for v in value)
     return value
 
 
-@pytest.mark.parametrize("make_input, make_hx, exc, message", [pytest.param(*c[1:], id=c[0]) for c in CASES])
-def test_bad_input_raises_like_nn_lstm(make_input, make_hx, exc, message):
+def inputs(row: Row):
     torch.manual_seed(0)
-    x, hx = make_input(), (make_hx() if make_hx else None)
+    return row.make_input(), (row.make_hx() if row.make_hx else None)
+
+
+def modules(device):
+    torch.manual_seed(0)
     ref = nn.LSTM(I, H, num_layers=L, bidirectional=True)
-    with pytest.raises(exc):  # the yardstick: nn.LSTM raises this type on the same input
-        ref(x, hx)
-    ours = LSTM.from_torch(ref).to(DEVICE)
-    with torch.no_grad(), pytest.raises(exc, match=message):
-        ours(on(DEVICE, x), on(DEVICE, hx))
+    return LSTM.from_torch(ref).to(device), ref
+
+
+def call(module, x, hx, grads: tuple[str, ...]):
+    """Forward; for a training row, with ``grads`` requiring grad, then a backward of the sum of
+    all outputs. Returns the outputs and the gradients of what required grad."""
+    if not grads:
+        with torch.no_grad():
+            return module(x, hx), []
+    module.requires_grad_(WEIGHTS in grads)
+    if INPUT in grads:
+        x = x.detach().requires_grad_()
+    if STATES in grads:
+        hx = type(hx)(t.detach().requires_grad_() for t in hx)
+    y, (h_n, c_n) = module(x, hx)
+    (y.sum() + h_n.sum() + c_n.sum()).backward()
+    leaves = ([x] if INPUT in grads else []) + (list(hx) if STATES in grads else [])
+    params = list(module.parameters()) if WEIGHTS in grads else []
+    return (y, (h_n, c_n)), [t.grad for t in leaves + params]
+
+
+def raised(module, x, hx, grads) -> Exception | None:
+    try:
+        call(module, x, hx, grads)
+    except Exception as e:
+        return e
+    return None
+
+
+def assert_same_values(name, out, ref):
+    """The same NaN and +-Inf positions as nn.LSTM; the finite values close to its."""
+    assert (out is None) == (ref is None), f"{name}: ours is {out!r:.20}, nn.LSTM's {ref!r:.20}"
+    if ref is None:
+        return
+    out, ref = out.detach().cpu(), ref.detach()
+    assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)} != nn.LSTM's {tuple(ref.shape)}"
+    for kind, mask in (("NaN", torch.isnan), ("+Inf", torch.isposinf), ("-Inf", torch.isneginf)):
+        assert torch.equal(mask(out), mask(ref)), f"{name}: {kind} positions differ from nn.LSTM's"
+    finite = torch.isfinite(ref)
+    assert_close(name, out[finite], ref[finite], tolerance(torch.float32))
+
+
+def param(row: Row):
+    marks = [pytest.mark.xfail(strict=True, raises=AssertionError, reason=row.gap)] if row.gap else []
+    return pytest.param(row, id=row.id, marks=marks)
+
+
+@pytest.mark.parametrize("row", [param(r) for r in ROWS if r.exc is not None])
+def test_bad_input_raises_like_nn_lstm(row):
+    x, hx = inputs(row)
+    ours, ref = modules(DEVICE)
+    with pytest.raises(row.exc):  # the yardstick: nn.LSTM raises this type on the same input
+        call(ref, x, hx, row.grads)
+    e = raised(ours, on(DEVICE, x), on(DEVICE, hx), row.grads)
+    assert isinstance(e, row.exc), f"nn.LSTM raises {row.exc.__name__}, ours {e!r}"
+    assert re.search(row.message, str(e)), f"message {str(e)!r} does not match {row.message!r}"
+
+
+@pytest.mark.parametrize("row", [param(r) for r in ROWS if r.exc is None])
+def test_odd_input_gives_what_nn_lstm_gives(row):
+    x, hx = inputs(row)
+    ours, ref = modules(DEVICE)
+    (y, (h_n, c_n)), grads = call(ours, on(DEVICE, x), on(DEVICE, hx), row.grads)
+    (want_y, (want_h, want_c)), want_grads = call(ref, x, hx, row.grads)
+    for name, out, want in (("output", y, want_y), ("h_n", h_n, want_h), ("c_n", c_n, want_c)):
+        assert_same_values(name, out, want)
+    assert len(grads) == len(want_grads)
+    for i, (g, want) in enumerate(zip(grads, want_grads, strict=True)):
+        assert_same_values(f"gradient {i}", g, want)
+
+
+@pytest.mark.parametrize("kwargs, exc", [pytest.param(*r[1:], id=r[0]) for r in CONSTRUCTOR_ROWS])
+def test_bad_constructor_argument_raises_as_nn_lstm(kwargs, exc):
+    args = dict(input_size=I, hidden_size=H) | kwargs
+    with pytest.raises(exc) as want:
+        nn.LSTM(**args)
+    with pytest.raises(exc) as got:
+        LSTM(**args)
+    assert str(got.value) == str(want.value)
+
+
+def _constructor_error(kwargs) -> Exception | None:
+    try:
+        LSTM(**kwargs)
+    except Exception as e:
+        return e
+    return None
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render() -> str:
+    """docs/errors.md from the tables: each rejected input with the message our module gives
+    (run on the CPU, before any kernel), each accepted one with what it gets."""
+    ours, _ = modules("cpu")
+    rejected, gaps, accepted = [], [], []
+    for row in ROWS:
+        x, hx = inputs(row)
+        e = raised(ours, x, hx, row.grads) if row.exc is not None else None
+        cells = [f"`{row.id}`", _cell(row.what)]
+        if row.gap:
+            gaps.append(cells + [f"`{row.exc.__name__}`", f"`{type(e).__name__}`: {_cell(str(e))}", _cell(row.gap)])
+        elif row.exc is not None:
+            rejected.append(cells + [f"`{row.exc.__name__}`", _cell(str(e))])
+        else:
+            training = " and gradients" if row.grads else ""
+            accepted.append(cells + [f"outputs{training} as nn.LSTM's"])
+    constructor = []
+    for rid, kwargs, exc in CONSTRUCTOR_ROWS:
+        args = ", ".join(f"{k}={v!r}" for k, v in (dict(input_size=I, hidden_size=H) | kwargs).items())
+        e = _constructor_error(dict(input_size=I, hidden_size=H) | kwargs)
+        constructor.append([f"`{rid}`", f"`LSTM({args})`", f"`{exc.__name__}`", _cell(str(e))])
+
+    def table(header: list[str], rows: list[list[str]]) -> str:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+    known = ""
+    if gaps:
+        known = f"""## Known differences from nn.LSTM
+
+Tests marked `xfail(strict=True)`: they start failing, on purpose, once the difference is fixed.
+
+{table(["case", "input", "nn.LSTM raises", "lstm_triton raises", "difference"], gaps)}
+
+"""
+    return f"""# Bad input
+
+`lstm_triton.LSTM` checks its input before any kernel runs. Bad input raises the exception
+type `torch.nn.LSTM` raises on it, so code that catches that keeps working, with a message
+that names the bad argument. Odd but valid input gets exactly what `nn.LSTM` gives.
+
+Every row is a test in `tests/test_errors.py`, and this page is generated from the same table
+(`python -m tests.test_errors`); a test fails when the two differ. The calls go to
+`LSTM(input_size={I}, hidden_size={H}, num_layers={L}, bidirectional=True)` with input of shape
+`(T={T}, B={B}, {I})` and states `({L * D}, {B}, {H})` unless the row says otherwise; the messages
+below are the ones it gives.
+
+## Rejected
+
+{table(["case", "input", "raises (as nn.LSTM)", "message"], rejected)}
+
+{known}## Accepted
+
+Compared element by element with `nn.LSTM` on the same weights and input: NaN and +-Inf in
+the same positions, finite values within float32 rounding.
+
+{table(["case", "input", "result"], accepted)}
+
+## Constructor arguments
+
+`LSTM` inherits `nn.LSTM`'s constructor checks: the same exception and message.
+
+{table(["case", "call", "raises", "message"], constructor)}
+"""
+
+
+def test_errors_doc_is_current():
+    assert DOC.read_text() == render(), "docs/errors.md is stale: run python -m tests.test_errors"
+
+
+if __name__ == "__main__":
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text(render())
+    print(f"wrote {DOC}")
