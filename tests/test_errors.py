@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from lstm_triton import LSTM
 from tests.helpers import DEVICE, assert_close, tolerance
@@ -46,6 +47,17 @@ def batch_input():
     return rand(T, B, I)
 
 
+def padded_input(value: float):
+    """A batch whose second sequence (length 2 of T) has ``value`` in its padding."""
+    x = rand(T, B, I)
+    x[2:, 1] = value
+    return x
+
+
+def packed_input():
+    return pack_padded_sequence(rand(T, B, I), torch.tensor([2, T]), enforce_sorted=False)
+
+
 @dataclass(frozen=True)
 class Row:
     """One call of ``LSTM(3, 4, num_layers=2, bidirectional=True)``: ``forward(input, hx)``."""
@@ -58,6 +70,8 @@ class Row:
     message: str = ""  # a regex our message matches
     grads: tuple[str, ...] = ()  # what requires grad (INPUT, STATES, WEIGHTS): a training call
     gap: str | None = None  # a known difference from nn.LSTM: an xfail until fixed
+    # ``lengths=`` (ours, for padded input): nn.LSTM has none and gets the packed input instead
+    make_lengths: Callable | None = None
 
 
 ROWS = [
@@ -203,6 +217,42 @@ ROWS = [
         RuntimeError,
         r"hx must be a tuple",
     ),
+    # lengths= (ours): the checks pack_padded_sequence makes, and more
+    Row(
+        "lengths-float",
+        "float lengths",
+        batch_input,
+        exc=TypeError,
+        message=r"lengths must hold integers, got torch.float32",
+        make_lengths=lambda: [1.5, 2.0],
+    ),
+    Row(
+        "lengths-count",
+        "more lengths than sequences",
+        batch_input,
+        exc=RuntimeError,
+        message=r"lengths must have one entry per batch element \(2\), got shape \(3,\)",
+        make_lengths=lambda: [T, 2, 1],
+    ),
+    Row(
+        "lengths-zero", "a length of 0", batch_input, exc=RuntimeError, message=r"in 1..5", make_lengths=lambda: [0, 2]
+    ),
+    Row(
+        "lengths-too-long",
+        "a length above the padded length",
+        batch_input,
+        exc=RuntimeError,
+        message=r"every length must be in 1..5 .* from 2 to 6",
+        make_lengths=lambda: [T + 1, 2],
+    ),
+    Row(
+        "lengths-with-packed",
+        "lengths= with a PackedSequence",
+        packed_input,
+        exc=ValueError,
+        message=r"lengths= is for padded input",
+        make_lengths=lambda: [2, T],
+    ),
     # accepted: what nn.LSTM gives
     Row("nan-input", "a NaN in the input", lambda: with_value(rand(T, B, I), (2, 1, 0), NAN)),
     Row("inf-input", "+Inf in the input", lambda: with_value(rand(T, B, I), (2, 1, 0), INF)),
@@ -239,6 +289,21 @@ ROWS = [
         batch_input,
         lambda: (rand(L * D, 1, H).expand(L * D, B, H), rand(B, L * D, H).transpose(0, 1)),
     ),
+    Row("packed-unsorted", "a PackedSequence, lengths not sorted", packed_input),
+    Row("lengths-unsorted", "lengths=[2, 5], unsorted", batch_input, make_lengths=lambda: [2, T]),
+    Row(
+        "lengths-training",
+        "lengths= in a training call",
+        batch_input,
+        grads=(INPUT, WEIGHTS),
+        make_lengths=lambda: [T, 3],
+    ),
+    Row(
+        "nan-in-padding",
+        "NaN in the padding past a length",
+        lambda: padded_input(NAN),
+        make_lengths=lambda: [T, 2],
+    ),
     Row(
         "hx-requires-grad-only",
         "h_0 and c_0 require grad; the input and the weights do not",
@@ -261,9 +326,12 @@ CONSTRUCTOR_ROWS = [
 
 
 def on(device, value):
-    """Move tensors (alone, in a tuple or a list) that live on the CPU to ``device``."""
+    """Move tensors and PackedSequences, alone or in a tuple or list, to ``device`` (meta
+    tensors stay: they stand for another device)."""
+    if isinstance(value, PackedSequence):
+        return value.to(device)
     if isinstance(value, torch.Tensor):
-        return value.to(device) if value.device.type == "cpu" else value
+        return value if value.is_meta else value.to(device)
     if isinstance(value, (tuple, list)):
         return type(value)(on(device, v) for v in value)
     return value
@@ -271,7 +339,7 @@ def on(device, value):
 
 def inputs(row: Row):
     torch.manual_seed(0)
-    return row.make_input(), (row.make_hx() if row.make_hx else None)
+    return row.make_input(), (row.make_hx() if row.make_hx else None), (row.make_lengths and row.make_lengths())
 
 
 def modules(device):
@@ -280,27 +348,38 @@ def modules(device):
     return LSTM.from_torch(ref).to(device), ref
 
 
-def call(module, x, hx, grads: tuple[str, ...]):
+def forward(module, x, hx, lengths):
+    """``module(x, hx)``, ours with ``lengths=`` and nn.LSTM on the packed input instead; the
+    output padded (a PackedSequence's too)."""
+    if lengths is not None and not isinstance(module, LSTM):
+        x = pack_padded_sequence(x, torch.as_tensor(lengths), enforce_sorted=False)
+        y, states = module(x, hx)
+        return pad_packed_sequence(y, total_length=T)[0], states
+    y, states = module(x, hx) if lengths is None else module(x, hx, lengths=lengths)
+    return (pad_packed_sequence(y)[0] if isinstance(y, PackedSequence) else y), states
+
+
+def call(module, x, hx, grads: tuple[str, ...], lengths=None):
     """Forward; for a training row, with ``grads`` requiring grad, then a backward of the sum of
     all outputs. Returns the outputs and the gradients of what required grad."""
     if not grads:
         with torch.no_grad():
-            return module(x, hx), []
+            return forward(module, x, hx, lengths), []
     module.requires_grad_(WEIGHTS in grads)
     if INPUT in grads:
         x = x.detach().requires_grad_()
     if STATES in grads:
         hx = type(hx)(t.detach().requires_grad_() for t in hx)
-    y, (h_n, c_n) = module(x, hx)
+    y, (h_n, c_n) = forward(module, x, hx, lengths)
     (y.sum() + h_n.sum() + c_n.sum()).backward()
     leaves = ([x] if INPUT in grads else []) + (list(hx) if STATES in grads else [])
     params = list(module.parameters()) if WEIGHTS in grads else []
     return (y, (h_n, c_n)), [t.grad for t in leaves + params]
 
 
-def raised(module, x, hx, grads) -> Exception | None:
+def raised(module, x, hx, grads, lengths=None) -> Exception | None:
     try:
-        call(module, x, hx, grads)
+        call(module, x, hx, grads, lengths)
     except Exception as e:
         return e
     return None
@@ -326,21 +405,22 @@ def param(row: Row):
 
 @pytest.mark.parametrize("row", [param(r) for r in ROWS if r.exc is not None])
 def test_bad_input_raises_like_nn_lstm(row):
-    x, hx = inputs(row)
+    x, hx, lengths = inputs(row)
     ours, ref = modules(DEVICE)
-    with pytest.raises(row.exc):  # the yardstick: nn.LSTM raises this type on the same input
-        call(ref, x, hx, row.grads)
-    e = raised(ours, on(DEVICE, x), on(DEVICE, hx), row.grads)
-    assert isinstance(e, row.exc), f"nn.LSTM raises {row.exc.__name__}, ours {e!r}"
+    if lengths is None:  # the yardstick: nn.LSTM raises this type on the same input
+        with pytest.raises(row.exc):
+            call(ref, x, hx, row.grads)
+    e = raised(ours, on(DEVICE, x), on(DEVICE, hx), row.grads, lengths)
+    assert isinstance(e, row.exc), f"expected {row.exc.__name__}, ours raised {e!r}"
     assert re.search(row.message, str(e)), f"message {str(e)!r} does not match {row.message!r}"
 
 
 @pytest.mark.parametrize("row", [param(r) for r in ROWS if r.exc is None])
 def test_odd_input_gives_what_nn_lstm_gives(row):
-    x, hx = inputs(row)
+    x, hx, lengths = inputs(row)
     ours, ref = modules(DEVICE)
-    (y, (h_n, c_n)), grads = call(ours, on(DEVICE, x), on(DEVICE, hx), row.grads)
-    (want_y, (want_h, want_c)), want_grads = call(ref, x, hx, row.grads)
+    (y, (h_n, c_n)), grads = call(ours, on(DEVICE, x), on(DEVICE, hx), row.grads, lengths)
+    (want_y, (want_h, want_c)), want_grads = call(ref, x, hx, row.grads, lengths)
     for name, out, want in (("output", y, want_y), ("h_n", h_n, want_h), ("c_n", c_n, want_c)):
         assert_same_values(name, out, want)
     assert len(grads) == len(want_grads)
@@ -374,15 +454,16 @@ def render() -> str:
     """docs/errors.md from the tables: each rejected input with the message our module gives
     (run on the CPU, before any kernel), each accepted one with what it gets."""
     ours, _ = modules("cpu")
-    rejected, gaps, accepted = [], [], []
+    rejected, lengths_rows, gaps, accepted = [], [], [], []
     for row in ROWS:
-        x, hx = inputs(row)
-        e = raised(ours, x, hx, row.grads) if row.exc is not None else None
+        x, hx, lengths = inputs(row)
+        e = raised(ours, x, hx, row.grads, lengths) if row.exc is not None else None
         cells = [f"`{row.id}`", _cell(row.what)]
         if row.gap:
-            gaps.append(cells + [f"`{row.exc.__name__}`", f"`{type(e).__name__}`: {_cell(str(e))}", _cell(row.gap)])
+            today = f". Ours raises `{type(e).__name__}`: {_cell(str(e))}" if row.exc is not None else ""
+            gaps.append(cells + [_cell(row.gap) + today])
         elif row.exc is not None:
-            rejected.append(cells + [f"`{row.exc.__name__}`", _cell(str(e))])
+            (rejected if lengths is None else lengths_rows).append(cells + [f"`{row.exc.__name__}`", _cell(str(e))])
         else:
             training = " and gradients" if row.grads else ""
             accepted.append(cells + [f"outputs{training} as nn.LSTM's"])
@@ -402,7 +483,7 @@ def render() -> str:
 
 Tests marked `xfail(strict=True)`: they start failing, on purpose, once the difference is fixed.
 
-{table(["case", "input", "nn.LSTM raises", "lstm_triton raises", "difference"], gaps)}
+{table(["case", "input", "difference"], gaps)}
 
 """
     return f"""# Bad input
@@ -421,10 +502,18 @@ below are the ones it gives.
 
 {table(["case", "input", "raises (as nn.LSTM)", "message"], rejected)}
 
+## lengths= (ours)
+
+`nn.LSTM` has no `lengths=`; ours checks what `pack_padded_sequence` checks, and that no
+length exceeds the padded length.
+
+{table(["case", "input", "raises", "message"], lengths_rows)}
+
 {known}## Accepted
 
-Compared element by element with `nn.LSTM` on the same weights and input: NaN and +-Inf in
-the same positions, finite values within float32 rounding.
+Compared element by element with `nn.LSTM` on the same weights and input (with `lengths=`:
+`nn.LSTM` on the packed input, padded back): NaN and +-Inf in the same positions, finite
+values within float32 rounding.
 
 {table(["case", "input", "result"], accepted)}
 
