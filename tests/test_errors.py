@@ -217,6 +217,33 @@ ROWS = [
         RuntimeError,
         r"hx must be a tuple",
     ),
+    Row(
+        "hx-c0-none",
+        "(h_0, None) as hx",
+        batch_input,
+        lambda: (rand(L * D, B, H), None),
+        AttributeError,
+        r"hx must be a tuple",
+        gap="nn.LSTM raises AttributeError ('NoneType' object has no attribute 'dim')",
+    ),
+    Row(
+        "hx-string",
+        "a string as hx",
+        batch_input,
+        lambda: "hx",
+        AttributeError,
+        r"hx must be a tuple",
+        gap="nn.LSTM raises AttributeError ('str' object has no attribute 'dim')",
+    ),
+    Row(
+        "hx-nested",
+        "a pair of 1-tuples as hx",
+        batch_input,
+        lambda: ((rand(L * D, B, H),), (rand(L * D, B, H),)),
+        AttributeError,
+        r"hx must be a tuple",
+        gap="nn.LSTM raises AttributeError ('tuple' object has no attribute 'dim')",
+    ),
     # lengths= (ours): the checks pack_padded_sequence makes, and more
     Row(
         "lengths-float",
@@ -252,6 +279,16 @@ ROWS = [
         exc=ValueError,
         message=r"lengths= is for padded input",
         make_lengths=lambda: [2, T],
+    ),
+    Row(
+        "lengths-none-entry",
+        "None among the lengths",
+        batch_input,
+        exc=TypeError,
+        message=r"lengths",
+        make_lengths=lambda: [None, 2],
+        gap="pack_padded_sequence raises TypeError; ours fails in torch.as_tensor first, with a message "
+        "that does not name lengths",
     ),
     # accepted: what nn.LSTM gives
     Row("nan-input", "a NaN in the input", lambda: with_value(rand(T, B, I), (2, 1, 0), NAN)),
@@ -303,6 +340,15 @@ ROWS = [
         "NaN in the padding past a length",
         lambda: padded_input(NAN),
         make_lengths=lambda: [T, 2],
+    ),
+    Row(
+        "nan-in-padding-training",
+        "NaN in the padding past a length, training",
+        lambda: padded_input(NAN),
+        grads=(INPUT, WEIGHTS),
+        make_lengths=lambda: [T, 2],
+        gap="the input projection runs over the padding too: NaN there reaches the weight_ih_l0 "
+        "gradient (0 * NaN); nn.LSTM on the packed input never sees the padding",
     ),
     Row(
         "hx-requires-grad-only",
