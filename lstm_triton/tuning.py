@@ -139,8 +139,12 @@ class Entry:
             raise CacheError(f"an entry lacks {e}: {d!r}") from e
         if key.mode != FWD or key.dtype not in DTYPES or key.dirs not in (1, 2):
             raise CacheError(f"unknown mode, dtype or dirs in {d!r}")
-        if not all(type(v) is int and v > 0 for v in (key.hidden_size, key.batch_bucket, rest["batch"], rest["T"])):
-            raise CacheError(f"hidden_size, batch_bucket, batch and T must be positive integers in {d!r}")
+        counts = (key.hidden_size, key.batch_bucket, rest["batch"], rest["T"], rest["timed"], rest["rejected"])
+        if not all(type(v) is int and v >= 0 for v in counts) or key.batch_bucket != batch_bucket(rest["batch"]):
+            raise CacheError(f"sizes and counts must be integers, batch in its bucket: {d!r}")
+        times = (rest["us_per_step"], rest["heuristic_us_per_step"] or 0.0)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in times):
+            raise CacheError(f"times must be numbers: {d!r}")
         rest["config"] = config_from_json(rest["config"])
         if rest["heuristic"] is not None:
             rest["heuristic"] = config_from_json(rest["heuristic"])

@@ -2,6 +2,9 @@
 caches), the tuner's choice of a winner, and the benchmark's tuned-against-heuristic rows."""
 
 import json
+import os
+import subprocess
+import sys
 import warnings
 from dataclasses import replace
 
@@ -199,25 +202,47 @@ def _one_warning(fn, match: str):
     return results
 
 
+def _entry_edited(**changes) -> str:
+    """A valid cache's text with its entry's fields changed (``config_*``: the config's)."""
+    d = entry().to_json()
+    for k, v in changes.items():
+        if k.startswith("config_"):
+            d["config"][k.removeprefix("config_")] = v
+        else:
+            d[k] = v
+    return json.dumps({"format": 1, "gpu": FAKE.name, "triton": TRITON, "entries": [d]})
+
+
 @pytest.mark.parametrize(
     "content, match",
     [
         ("{not json", "corrupt"),
         ('{"format": 1, "gpu": "Fake GPU"}', "corrupt"),
         ('{"format": 99, "gpu": "Fake GPU", "triton": "9.9.9", "entries": []}', "corrupt"),
-        ("bad block_h", "corrupt"),
+        (_entry_edited(config_block_h=12), "corrupt"),
+        (_entry_edited(config_use_fma="yes"), "corrupt"),
+        (_entry_edited(batch_bucket=32), "corrupt"),
+        (_entry_edited(us_per_step="fast"), "corrupt"),
+        (_entry_edited(mode="fwdbw"), "corrupt"),
         ("foreign triton", "retune"),
         ("foreign gpu", "retune"),
     ],
-    ids=["not-json", "no-entries", "format", "bad-config", "foreign-triton", "foreign-gpu"],
+    ids=[
+        "not-json",
+        "no-entries",
+        "format",
+        "block_h",
+        "use_fma",
+        "bucket",
+        "time",
+        "mode",
+        "foreign-triton",
+        "foreign-gpu",
+    ],
 )
 def test_a_bad_cache_warns_once_and_leaves_the_heuristic(tmp_path, content, match):
     path = tmp_path / "c.json"
-    if content == "bad block_h":
-        d = TunedCache.to_json(TunedCache.load(write_cache(path, entry())))
-        d["entries"][0]["config"]["block_h"] = 12
-        content = json.dumps(d)
-    elif content == "foreign triton":
+    if content == "foreign triton":
         content = write_cache(path, entry(), triton_version="0.0.1").read_text()
     elif content == "foreign gpu":
         content = write_cache(path, entry(), gpu="Other GPU").read_text()
@@ -359,6 +384,34 @@ def test_open_cache_extends_its_own_and_never_mixes_gpus(tmp_path):
         open_cache(other, FAKE.name, retune=False)
     assert open_cache(other, FAKE.name, retune=True).entries == {}
     assert open_cache(tmp_path / "new.json", FAKE.name, retune=False).entries == {}
+
+
+COMPILE_CHECK = """
+import json, multiprocessing, sys
+from concurrent.futures import ProcessPoolExecutor
+import torch
+from lstm_triton.aot import SM90
+from lstm_triton.configs import H200, LSTMConfig
+from lstm_triton.tune import Shape, _rejected, compile_problems
+shape = Shape(torch.bfloat16, 1, 1024, 64)
+cfgs = [LSTMConfig(8, 1, use_fma=True, num_warps=8), LSTMConfig(16, 32, num_warps=4)]
+with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+    jobs = {(c, 1024, shape.dtype): pool.submit(compile_problems, c, shape, H200, SM90) for c in cfgs}
+    print(json.dumps({str(c): why for c, why in _rejected(shape, cfgs, jobs).items()}))
+"""
+
+
+@pytest.mark.compile
+def test_compile_check_in_spawned_workers_rejects_a_spilling_candidate():
+    """The tuner's compile check as it runs on a GPU machine: spawned workers compile for sm_90
+    (no GPU needed). 32-row tiles on 4 warps spill at H=1024 (why the heuristic gives them 8
+    warps, configs.WIDE_BLOCK_B); the FMA path does not."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, not interpret
+    r = subprocess.run([sys.executable, "-c", COMPILE_CHECK], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rejected = json.loads(r.stdout.strip().splitlines()[-1])
+    spilling = str(LSTMConfig(16, 32, num_warps=4))
+    assert list(rejected) == [spilling] and "spills" in rejected[spilling]
 
 
 # -- the command line and the benchmark
