@@ -2,8 +2,11 @@
 # The one command a session with a GPU runs (under 6 minutes on an H200):
 #   1. compile every kernel config of the bench grid for this GPU (and warm Triton's cache),
 #   2. the GPU tests: the grid against float64 and cuDNN, forward and gradients, sharing the GPU,
-#   3. one small case of each kernel under compute-sanitizer memcheck and racecheck,
-#   4. timings against cuDNN (eager and CUDA graph) on the grid, inference then training.
+#      and the drift over T=4096 steps, ours and cuDNN's (printed),
+#   3. stress: mixed shapes back to back, two streams beside a GEMM, a forced time-out,
+#      randomized shapes, all checked against float64 (~30 s),
+#   4. one small case of each kernel under compute-sanitizer memcheck and racecheck,
+#   5. timings against cuDNN (eager and CUDA graph) on the grid, inference then training.
 # Logs go to $OUT (the device tool's folder; a temporary one otherwise), the report to
 # reports/<gpu>-<date>-<commit>/ and, packed, to $OUT/report.tgz: commit it under reports/.
 set -uo pipefail
@@ -37,6 +40,8 @@ sys.exit(1 if bad or not rows else 0)
 PY
 
 step gpu_tests 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
+step long_sequences 90 python3 -m pytest -q -rP -m gpu -p no:cacheprovider tests/test_long_sequences.py
+step stress 120 python3 -m bench.gpu_stress --budget-s 30
 
 if command -v compute-sanitizer >/dev/null; then
     step memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 3 python3 -m bench.gpu_smoke
