@@ -10,8 +10,8 @@ from torch import nn
 
 from lstm_triton.reference import lstm_reference
 
-from .sweeps import FWD, Case
-from .workload import Inputs, Outputs
+from .sweeps import Case, is_packed, is_training
+from .workload import Inputs, Outputs, pack
 
 # ||out - ref|| / ||ref|| allowed per dtype (METHOD.md's levels, with room for T steps of recurrence).
 TOL = {"float32": 2e-3, "bfloat16": 2e-2, "float16": 5e-3}  # float32: TF32 dots, as cuDNN by default
@@ -41,12 +41,15 @@ def reference(case: Case, base: nn.LSTM, inputs: Inputs) -> Outputs:
     outputs a provider's call returns, with the same names."""
     model = copy.deepcopy(base).double()
     s = inputs.sets[0]
-    x = s["x"].double().requires_grad_(case.mode != FWD)
-    with torch.set_grad_enabled(case.mode != FWD):
-        y, (h_n, c_n) = lstm_reference(model, x, (s["h0"].double(), s["c0"].double()))
+    training, packed = is_training(case.mode), is_packed(case.mode)
+    x = s["x"].double().requires_grad_(training)
+    lengths = inputs.lengths if packed else None
+    with torch.set_grad_enabled(training):
+        y, (h_n, c_n) = lstm_reference(model, x, (s["h0"].double(), s["c0"].double()), lengths=lengths)
+        y = pack(y, lengths) if packed else y
     out = {"y": y, "h_n": h_n, "c_n": c_n}
-    if case.mode != FWD:
-        y.backward(s["gy"].double())
+    if training:
+        y.backward(pack(s["gy"].double(), lengths) if packed else s["gy"].double())
         out["dx"] = x.grad
         out.update({f"d{name}": p.grad for name, p in model.named_parameters()})
     return out

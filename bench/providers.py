@@ -11,7 +11,7 @@ from torch import nn
 from lstm_triton import LSTM, LSTMConfig
 from lstm_triton.tuning import heuristic_only
 
-from .sweeps import FWDBW, Case
+from .sweeps import Case, is_training
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class HeuristicLSTM(LSTM):
 def route(case: Case, module: LSTM, x: torch.Tensor) -> tuple[LSTMConfig | None, str | None]:
     """Our kernel config for this case, or why our module would run PyTorch's LSTM instead;
     asked in the grad mode of the timed call, which decides between tuned and heuristic configs."""
-    training = case.mode == FWDBW
+    training = is_training(case.mode)
     with torch.set_grad_enabled(training):
         plan = module.kernel_plan(x, training=training)
     if plan.reason is not None:

@@ -111,7 +111,7 @@ def measure_row(provider: Provider, case: Case, base: nn.LSTM, inputs: Inputs, e
         t,
         status=OK,
         us_per_step=t["median_ms"] * 1e3 / case.T,
-        tokens_per_s=case.B * case.T / seconds,
+        tokens_per_s=case.tokens() / seconds,
         tflops=case.flops() / seconds * 1e-12,
         peak_mem_mib=(torch.cuda.max_memory_allocated() - mem0) / MIB if cuda else None,
     )

@@ -4,7 +4,20 @@ import itertools
 from dataclasses import dataclass, fields, replace
 
 FWD, FWDBW = "fwd", "fwdbw"  # inference (no grad) and training (forward + backward)
-MODES = (FWD, FWDBW)
+PACKED = "-packed"  # suffix: the same call on a PackedSequence of mixed lengths (``lengths_of``)
+MODES = (FWD, FWDBW, FWD + PACKED, FWDBW + PACKED)
+SHORTEST = 0.5  # packed sweeps: sequence lengths spread evenly over [SHORTEST * T, T]
+PACKED_SHUFFLE = 7919  # a prime: i -> i * PACKED_SHUFFLE mod B orders the lengths unsorted
+
+
+def is_training(mode: str) -> bool:
+    return mode.startswith(FWDBW)
+
+
+def is_packed(mode: str) -> bool:
+    return mode.endswith(PACKED)
+
+
 DTYPES = ("bfloat16", "float16", "float32")
 BACKWARD_FLOPS = 2  # backward costs about twice the forward's matmul work (dgates @ W, dW)
 
@@ -31,7 +44,21 @@ class Case:
         for layer in range(self.layers):
             inp = self.I if layer == 0 else self.dirs * self.H
             total += self.dirs * self.T * self.B * (2 * 4 * self.H * inp + 2 * 4 * self.H * self.H)
-        return total * (1 + BACKWARD_FLOPS if self.mode == FWDBW else 1)
+        return total * self.tokens() / (self.T * self.B) * (1 + BACKWARD_FLOPS if is_training(self.mode) else 1)
+
+    def lengths(self) -> list[int]:
+        """Each sequence's length: all T, or for a packed mode spread evenly over
+        [SHORTEST * T, T] (the longest is T), in a fixed shuffled order (unsorted batches)."""
+        if not is_packed(self.mode):
+            return [self.T] * self.B
+        shortest = max(1, round(SHORTEST * self.T))
+        spread = [self.T - (self.T - shortest) * i // max(1, self.B - 1) for i in range(self.B)]
+        order = sorted(range(self.B), key=lambda i: (i * PACKED_SHUFFLE) % self.B)
+        return [spread[i] for i in order]
+
+    def tokens(self) -> int:
+        """Real (not padded) timesteps of one call."""
+        return sum(self.lengths())
 
     def label(self) -> str:
         d = "bi" if self.dirs == 2 else "uni"
@@ -98,6 +125,14 @@ SWEEPS = {
         Sweep("layers", "stacked layers", (256,), (256, 1024), (8, 64), layers=(1, 2, 4)),
         Sweep("training", "forward + backward (training)", (256,), GRID_H, GRID_B, modes=(FWDBW,)),
         Sweep("quick", "a few GPU points, seconds", (256,), (256, 1024), (1, 64)),
+        Sweep(
+            "packed",
+            "variable lengths: PackedSequence input against padded input of the same maximum length",
+            (256,),
+            (256, 1024),
+            (8, 64),
+            modes=MODES,
+        ),
         Sweep(
             "cpu",
             "tiny shapes for Triton's interpreter against PyTorch on the CPU (its cost is per program and step)",

@@ -6,8 +6,9 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from .sweeps import FWD, Case
+from .sweeps import Case, is_packed, is_training
 
 # Calls on a side stream before capture, as torch.cuda.graphs asks (allocator and library warm-up).
 GRAPH_WARMUP = 3
@@ -23,7 +24,8 @@ class Inputs:
     """``n_sets`` draws of random inputs (never zeros) and the buffers a call reads:
     x [T, B, I], h0 and c0 [layers * dirs, B, H], and in training gy [T, B, dirs * H], the
     gradient of the output. ``load(k)`` copies draw ``k`` into the buffers; draw 0 is the
-    correctness gate's. In training ``x`` requires grad."""
+    correctness gate's. In training ``x`` requires grad. ``lengths``: the case's sequence
+    lengths (a CPU tensor, as packing takes them)."""
 
     def __init__(self, case: Case, device: str, n_sets: int):
         dtype = getattr(torch, case.dtype)
@@ -32,11 +34,12 @@ class Inputs:
             "h0": (case.layers * case.dirs, case.B, case.H),
             "c0": (case.layers * case.dirs, case.B, case.H),
         }
-        if case.mode != FWD:
+        if is_training(case.mode):
             shapes["gy"] = (case.T, case.B, case.dirs * case.H)
         self.sets = [{k: torch.randn(s, device=device, dtype=dtype) for k, s in shapes.items()} for _ in range(n_sets)]
         self.buf = {k: v.clone() for k, v in self.sets[0].items()}
-        self.buf["x"].requires_grad_(case.mode != FWD)
+        self.buf["x"].requires_grad_(is_training(case.mode))
+        self.lengths = torch.tensor(case.lengths())
 
     def load(self, k: int) -> None:
         with torch.no_grad():
@@ -55,17 +58,29 @@ def cudnn_enabled(enabled: bool):
         torch.backends.cudnn.enabled = before
 
 
+def pack(t: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The packed data of a padded [T, B, ...] tensor: what a PackedSequence call consumes."""
+    return pack_padded_sequence(t, lengths, enforce_sorted=False).data
+
+
 def make_call(module: nn.Module, mode: str, inputs: Inputs, cudnn: bool = True) -> Callable[[], Outputs]:
     """One call of ``module`` on the buffers. Inference runs under no_grad and returns y,
     h_n and c_n; training runs forward and ``y.backward(gy)`` (fresh gradients, not
-    accumulated) and also returns ``dx`` and ``d<name>`` for every parameter."""
+    accumulated) and also returns ``dx`` and ``d<name>`` for every parameter. A packed mode
+    packs x (and gy) in the call, as a user's pipeline would, and returns y's packed data."""
     b = inputs.buf
     params = dict(module.named_parameters())
-    module.train(mode != FWD)  # cuDNN's RNN backward runs only in training mode; dropout is 0
+    module.train(is_training(mode))  # cuDNN's RNN backward runs only in training mode; dropout is 0
+    packed = is_packed(mode)
+
+    def forward():
+        x = pack_padded_sequence(b["x"], inputs.lengths, enforce_sorted=False) if packed else b["x"]
+        y, (h_n, c_n) = module(x, (b["h0"], b["c0"]))
+        return (y.data if isinstance(y, PackedSequence) else y), h_n, c_n
 
     def infer() -> Outputs:
         with torch.no_grad(), cudnn_enabled(cudnn):
-            y, (h_n, c_n) = module(b["x"], (b["h0"], b["c0"]))
+            y, h_n, c_n = forward()
         return {"y": y, "h_n": h_n, "c_n": c_n}
 
     def train() -> Outputs:
@@ -73,12 +88,12 @@ def make_call(module: nn.Module, mode: str, inputs: Inputs, cudnn: bool = True) 
         for p in params.values():
             p.grad = None
         with cudnn_enabled(cudnn):
-            y, (h_n, c_n) = module(b["x"], (b["h0"], b["c0"]))
-            y.backward(b["gy"])
+            y, h_n, c_n = forward()
+            y.backward(pack(b["gy"], inputs.lengths) if packed else b["gy"])
         grads = {f"d{name}": p.grad for name, p in params.items()}
         return {"y": y, "h_n": h_n, "c_n": c_n, "dx": b["x"].grad, **grads}
 
-    return infer if mode == FWD else train
+    return train if is_training(mode) else infer
 
 
 def graphed(call: Callable[[], Outputs]) -> Callable[[], Outputs]:

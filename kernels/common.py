@@ -44,6 +44,17 @@ def _row_times(s, d, lens):
 
 
 @triton.jit
+def _step_rows(s, d, lens, m_b, USE_LENGTHS: tl.constexpr):
+    """``_row_times`` for a tile of rows: each row's time at step ``s`` and the rows the step
+    updates (in the batch, and, with lengths, not past their own length)."""
+    t, valid = _row_times(s, d, lens)
+    if USE_LENGTHS:
+        return t, m_b & valid
+    else:
+        return t, m_b
+
+
+@triton.jit
 def _split_gates(g, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
     """[BLOCK_B, 4*BLOCK_H] gate pre-activations -> i, f, g, o, each [BLOCK_B, BLOCK_H].
 

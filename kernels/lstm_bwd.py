@@ -17,7 +17,7 @@ joins; before that its cell-state gradient holds and its gate gradients are zero
 import triton
 import triton.language as tl
 
-from .common import _grid_barrier, _join_gates, _row_tile, _row_times, _split_gates, _tanh
+from .common import _grid_barrier, _join_gates, _row_tile, _row_times, _split_gates, _step_rows, _tanh
 
 
 @triton.jit
@@ -100,8 +100,8 @@ def _lstm_bwd_kernel(
     o_b64 = o_b.to(tl.int64)
     if USE_LENGTHS:
         lens = tl.load(p_len + o_b, mask=m_b, other=0)
-    else:
-        lens = tl.zeros((BLOCK_B,), dtype=tl.int32) + T
+    else:  # one scalar length: times and validity stay scalars, as cheap as a plain loop
+        lens = T
     m_s = m_b[:, None] & (o_unit < H)[None, :]
     o_s = d * B * H + o_b[:, None] * H + o_unit[None, :]  # own slice of [DIRS, B, H]
     o_us = d * H + o_unit[None, :]  # own units within a row of cs[t] / dy[t]
@@ -118,25 +118,28 @@ def _lstm_bwd_kernel(
     s_end = s_begin + n_steps
     for s in range(s_begin, s_end):
         k = T - 1 - s  # the forward step
-        t, valid = _row_times(k, d, lens)
-        keep = valid[:, None]
+        t, rows = _step_rows(k, d, lens, m_b, USE_LENGTHS)
         if s == 0:
             dh = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
         else:  # dh through W_hh from every unit's dgates of the previous backward step
             t_later, _ = _row_times(k + 1, d, lens)
             o_dg, m_dg = _row_tile(o_xrow + t_later * stride_xt, m_b, n_cols, K_PAD, SPLIT_K)
             dh = _recurrent_dh(p_dx, o_dg, m_dg, b_wt, SPLIT_K, PRECISION, UPCAST)
-        dh += tl.where((k == lens - 1)[:, None], dh_n, 0.0)  # a sequence's last step holds h_n
+        if USE_LENGTHS:  # a sequence's last step receives the gradient of h_n
+            dh += tl.where(((k == lens - 1) & m_b)[:, None], dh_n, 0.0)
+        elif s == 0:
+            dh += dh_n
+        m_own = m_s & rows[:, None]
         o_dyt = (o_b64 * stride_dyb + t * stride_dyt)[:, None] + o_us
-        dh += tl.load(p_dy + o_dyt, mask=m_s & keep, other=0.0).to(tl.float32)
+        dh += tl.load(p_dy + o_dyt, mask=m_own, other=0.0).to(tl.float32)
 
         o_xt = (o_xrow + t * stride_xt)[:, None] + o_x
-        b_a = tl.load(p_gates + o_xt, mask=(m_b & valid)[:, None], other=0.0).to(tl.float32)
+        b_a = tl.load(p_gates + o_xt, mask=rows[:, None], other=0.0).to(tl.float32)
         a_i, a_f, a_g, a_o = _split_gates(b_a, BLOCK_B, BLOCK_H)
-        c = tl.load(p_cs + (o_yrow + t * stride_yt)[:, None] + o_us, mask=m_s & keep, other=0.0).to(tl.float32)
+        c = tl.load(p_cs + (o_yrow + t * stride_yt)[:, None] + o_us, mask=m_own, other=0.0).to(tl.float32)
         t_earlier, _ = _row_times(k - 1, d, lens)  # the forward's previous step (k >= 1)
         o_cp = (o_yrow + t_earlier * stride_yt)[:, None] + o_us
-        c_prev = tl.load(p_cs + o_cp, mask=m_s & keep & (k > 0), other=0.0).to(tl.float32)
+        c_prev = tl.load(p_cs + o_cp, mask=m_own & (k > 0), other=0.0).to(tl.float32)
         c_prev = tl.where(k == 0, c_first, c_prev)
 
         tc = _tanh(c)
@@ -145,8 +148,12 @@ def _lstm_bwd_kernel(
         d_f = dc_new * c_prev * a_f * (1.0 - a_f)
         d_g = dc_new * a_i * (1.0 - a_g * a_g)
         d_o = dh * tc * a_o * (1.0 - a_o)
-        dc = tl.where(keep, dc_new * a_f, dc)  # before its last step a sequence's dc_n holds
-        b_dg = tl.where(valid[:, None], _join_gates(d_i, d_f, d_g, d_o, BLOCK_B, BLOCK_H), 0.0)
+        b_dg = _join_gates(d_i, d_f, d_g, d_o, BLOCK_B, BLOCK_H)
+        if USE_LENGTHS:  # before its last step a sequence's dc_n holds and its gate gradients are zero
+            dc = tl.where(rows[:, None], dc_new * a_f, dc)
+            b_dg = tl.where(rows[:, None], b_dg, 0.0)
+        else:
+            dc = dc_new * a_f
         tl.store(p_dx + o_xt, b_dg.to(p_dx.dtype.element_ty), mask=m_b[:, None])
         if USE_BARRIER:
             _grid_barrier(p_cnt + d * tl.cdiv(B, BLOCK_B) + b_tile, p_err, n_prog * (s - s_begin + 1), max_spins)

@@ -14,7 +14,7 @@ barrier; for Triton's interpreter, which runs programs one after another).
 import triton
 import triton.language as tl
 
-from .common import _grid_barrier, _join_gates, _row_tile, _row_times, _sigmoid, _split_gates, _tanh
+from .common import _grid_barrier, _join_gates, _row_tile, _row_times, _sigmoid, _split_gates, _step_rows, _tanh
 
 
 @triton.jit
@@ -49,7 +49,6 @@ def _lstm_fwd_kernel(
     p_h0,  # [DIRS, B, H] initial hidden state (read when USE_INITIAL_STATE)
     p_c,  # [DIRS, B, H] fp32 cell state: read at s_begin, written after the last step
     p_y,  # [T, B, DIRS * H] output, also the h exchange buffer (strides below)
-    p_hn,  # [DIRS, B, H] hidden state after each sequence's last valid step
     p_gates,  # like p_x: the activated gates i, f, g, o of every step (written when SAVE)
     p_cs,  # like p_y: the cell state of every step (written when SAVE)
     p_len,  # [B] int32 sequence lengths in 1..T (read when USE_LENGTHS; otherwise all are T)
@@ -80,7 +79,8 @@ def _lstm_fwd_kernel(
     SAVE: tl.constexpr,
 ):
     """Steps ``s_begin .. s_begin + n_steps - 1`` (``_row_times`` maps steps to each row's
-    times; past a sequence's length its state holds and its output is zero). SAVE: keep what
+    times; past a sequence's length its state holds and its output is zero; h_n is the output
+    at each sequence's last step, which the host gathers). SAVE: keep what
     the backward kernel needs. UPCAST: compute on fp32 copies of 16-bit operands (the
     interpreter's bf16 arithmetic is wrong; products of 16-bit floats are exact in fp32)."""
     pid_p = tl.program_id(0)
@@ -99,8 +99,8 @@ def _lstm_fwd_kernel(
     o_b64 = o_b.to(tl.int64)
     if USE_LENGTHS:
         lens = tl.load(p_len + o_b, mask=m_b, other=0)
-    else:
-        lens = tl.zeros((BLOCK_B,), dtype=tl.int32) + T
+    else:  # one scalar length: times and validity stay scalars, as cheap as a plain loop
+        lens = T
     o_unit = pid_p * BLOCK_H + tl.arange(0, BLOCK_H)
     m_s = m_b[:, None] & (o_unit < H)[None, :]
     o_s = d * B * H + o_b[:, None] * H + o_unit[None, :]  # own slice of [DIRS, B, H]
@@ -123,8 +123,8 @@ def _lstm_fwd_kernel(
         b_h = tl.load(p_y + o_yh, mask=m_h, other=0.0, cache_modifier=".cg")
 
     s_end = s_begin + n_steps
-    t, valid = _row_times(s_begin, d, lens)
-    b_x = tl.load(p_x + (o_xrow + t * stride_xt)[:, None] + o_n, mask=(m_b & valid)[:, None], other=0.0)
+    t, rows = _step_rows(s_begin, d, lens, m_b, USE_LENGTHS)
+    b_x = tl.load(p_x + (o_xrow + t * stride_xt)[:, None] + o_n, mask=rows[:, None], other=0.0)
     for s in range(s_begin, s_end):
         if UPCAST:
             b_h = b_h.to(tl.float32)
@@ -133,27 +133,28 @@ def _lstm_fwd_kernel(
         a_i, a_f, a_g, a_o = _sigmoid(g_i), _sigmoid(g_f), _tanh(g_g), _sigmoid(g_o)
         c_new = a_f * c + a_i * a_g
         h = a_o * _tanh(c_new)
-        keep = valid[:, None]
-        c = tl.where(keep, c_new, c)  # past its length a sequence's state holds
+        if USE_LENGTHS:  # past its length a sequence's state holds and its output is zero
+            c = tl.where(rows[:, None], c_new, c)
+            h = tl.where(rows[:, None], h, 0.0)
+        else:
+            c = c_new
         o_yt = (o_yrow + t * stride_yt)[:, None]
-        tl.store(p_y + o_yt + o_u, tl.where(keep, h, 0.0).to(p_y.dtype.element_ty), mask=m_s)
-        tl.store(p_hn + o_s, h.to(p_hn.dtype.element_ty), mask=m_s & (s == lens - 1)[:, None])
+        tl.store(p_y + o_yt + o_u, h.to(p_y.dtype.element_ty), mask=m_s)
         if SAVE:
             b_a = _join_gates(a_i, a_f, a_g, a_o, BLOCK_B, BLOCK_H)
             o_xt = (o_xrow + t * stride_xt)[:, None] + o_n
-            tl.store(p_gates + o_xt, b_a.to(p_gates.dtype.element_ty), mask=(m_b & valid)[:, None])
-            tl.store(p_cs + o_yt + o_u, c.to(p_cs.dtype.element_ty), mask=m_s & keep)
+            tl.store(p_gates + o_xt, b_a.to(p_gates.dtype.element_ty), mask=rows[:, None])
+            tl.store(p_cs + o_yt + o_u, c.to(p_cs.dtype.element_ty), mask=m_s & rows[:, None])
         # next step's projection is loaded before the barrier: its latency hides behind the wait
         more = s + 1 < s_end
-        t_next, valid_next = _row_times(s + 1, d, lens)
-        m_next = (m_b & valid_next & more)[:, None]
-        b_x = tl.load(p_x + (o_xrow + t_next * stride_xt)[:, None] + o_n, mask=m_next, other=0.0)
+        t_next, rows_next = _step_rows(s + 1, d, lens, m_b, USE_LENGTHS)
+        b_x = tl.load(p_x + (o_xrow + t_next * stride_xt)[:, None] + o_n, mask=(rows_next & more)[:, None], other=0.0)
         if USE_BARRIER:
             _grid_barrier(p_cnt + d * tl.cdiv(B, BLOCK_B) + b_tile, p_err, n_prog * (s - s_begin + 1), max_spins)
         # h_t of the whole group; .cg: read through L2, never from this SM's L1, which other
         # programs' stores bypass
         o_yh, m_h = _row_tile(o_yrow + t * stride_yt, m_b, H, H_PAD, SPLIT_K)
         b_h = tl.load(p_y + o_yh, mask=m_h & more, other=0.0, cache_modifier=".cg")
-        t, valid = t_next, valid_next
+        t, rows = t_next, rows_next
 
     tl.store(p_c + o_s, c, mask=m_s)

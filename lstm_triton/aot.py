@@ -24,7 +24,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import create_function_from_signature
 
-from .configs import H200, Chip, LSTMConfig, backward_config, heuristic, training_config
+from .configs import H200, Chip, LSTMConfig, backward_config, heuristic, training_config, varlen_config
 from .kernels.lstm_bwd import _lstm_bwd_kernel
 from .kernels.lstm_fwd import _lstm_fwd_kernel
 from .launch import Saved, Step, bwd_kernel_args, fwd_kernel_args
@@ -38,11 +38,13 @@ GRID_PRECISIONS = ((torch.bfloat16, False), (torch.float16, False), (torch.float
 
 
 FWD, FWD_TRAIN, BWD = "fwd", "fwd-train", "bwd"  # inference forward, training forward (saves), backward
+VARLEN_DTYPES = (torch.bfloat16,)  # per-sequence lengths change the code: compiled for these dtypes too
 
 
 @dataclass
 class CompileReport:
     kernel: str
+    varlen: bool
     hidden_size: int
     dtype: str
     exact_fp32: bool
@@ -70,11 +72,13 @@ def compile_kernel(
     dirs: int,
     dtype: torch.dtype,
     exact_fp32: bool = False,
+    varlen: bool = False,
     target: GPUTarget = SM90,
 ) -> CompileReport:
-    """Compile one kernel (FWD, FWD_TRAIN or BWD) as a persistent launch of this shape would:
-    the same argument builder as the launcher, so the same specialization (pointer alignment
-    and integer attributes change the code). Tensors are empty CPU stand-ins."""
+    """Compile one kernel (FWD, FWD_TRAIN or BWD; with per-sequence lengths when ``varlen``) as
+    a persistent launch of this shape would: the same argument builder as the launcher, so the
+    same specialization (pointer alignment and integer attributes change the code). Tensors are
+    empty CPU stand-ins."""
     H, h_pad = hidden_size, padded_hidden(hidden_size)
     n_cols = 4 * config.block_h * config.programs(H)
     T = 1  # the sequence length is not specialized; the strides do not depend on it
@@ -87,15 +91,16 @@ def compile_kernel(
     err = torch.empty(1, dtype=torch.int32)
     step = Step(0, T, 0, 0, final=True, barrier=config.programs(H) > 1, interp=False, exact_fp32=exact_fp32)
     saved = Saved(torch.empty_like(xp), torch.empty_like(y))
+    lengths = torch.empty(batch, dtype=torch.int32) if varlen else None
     if kind == BWD:
         kernel = _lstm_bwd_kernel
         args, kwargs = bwd_kernel_args(
-            y, saved, state, layer, state32, state32, torch.empty_like(xp), state, None, cnt, err, config, step
+            y, saved, state, layer, state32, state32, torch.empty_like(xp), state, lengths, cnt, err, config, step
         )
     else:
         kernel = _lstm_fwd_kernel
         train = saved if kind == FWD_TRAIN else None
-        args, kwargs = fwd_kernel_args(xp, layer, state, state32, y, state, train, None, cnt, err, config, step)
+        args, kwargs = fwd_kernel_args(xp, layer, state, state32, y, train, lengths, cnt, err, config, step)
     backend = make_backend(target)
     binder = create_function_from_signature(kernel.signature, kernel.params, backend)
     bound, spec, options = binder(*args, **kwargs)
@@ -108,6 +113,7 @@ def compile_kernel(
     matmul = "wgmma" if "wgmma.mma_async" in ptx else "mma.sync" if "mma.sync" in ptx else "fma"
     return CompileReport(
         kind,
+        varlen,
         H,
         str(dtype).removeprefix("torch."),
         exact_fp32,
@@ -141,8 +147,9 @@ def _ptxas_resources(ptx: str, target: GPUTarget) -> tuple[int, int]:
 
 
 def grid_configs(chip: Chip = H200):
-    """Every distinct kernel compile the launcher needs on the bench grid, inference and
-    training: (kind, config, H, B, dirs, dtype, exact_fp32), one shape per distinct compile."""
+    """Every distinct kernel compile the launchers need on the bench grid, inference and
+    training (with per-sequence lengths for VARLEN_DTYPES): (kind, config, H, B, dirs, dtype,
+    exact_fp32, varlen), one shape per distinct compile."""
     seen = {}
     for dtype, exact in GRID_PRECISIONS:
         for H in GRID_H:
@@ -151,33 +158,37 @@ def grid_configs(chip: Chip = H200):
                     cfg = heuristic(H, B, dirs, dtype, chip, exact_fp32=exact)
                     if cfg is None:
                         continue
-                    bwd = backward_config(cfg, H, dtype, chip, exact_fp32=exact)
-                    for kind, c in ((FWD, cfg), (FWD_TRAIN, training_config(cfg)), (BWD, bwd)):
-                        if c is not None:
-                            seen.setdefault((kind, c, H, dtype, exact), (kind, c, H, B, dirs, dtype, exact))
+                    for varlen in (False, True) if dtype in VARLEN_DTYPES else (False,):
+                        fwd = varlen_config(cfg) if varlen else cfg
+                        bwd = backward_config(fwd, H, dtype, chip, exact_fp32=exact)
+                        for kind, c in ((FWD, fwd), (FWD_TRAIN, training_config(fwd)), (BWD, bwd)):
+                            if c is not None:
+                                key = (kind, c, H, dtype, exact, varlen)
+                                seen.setdefault(key, (kind, c, H, B, dirs, dtype, exact, varlen))
     return list(seen.values())
 
 
-def label(kind, config, H, dtype, exact) -> str:
-    return f"{kind}-H{H}-{str(dtype).removeprefix('torch.')}{'-ieee' if exact else ''}-{config}"
+def label(kind, config, H, dtype, exact, varlen) -> str:
+    flags = ("-ieee" if exact else "") + ("-varlen" if varlen else "")
+    return f"{kind}-H{H}-{str(dtype).removeprefix('torch.')}{flags}-{config}"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="", help="regex over '<kind>-H<h>-<dtype>[-ieee]-<config>' labels")
+    ap.add_argument("--only", default="", help="regex over '<kind>-H<h>-<dtype>[-ieee][-varlen]-<config>' labels")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compiles in parallel")
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise SystemExit("unset TRITON_INTERPRET: this compiles the kernels for the GPU")
-    todo = [c for c in grid_configs() if not args.only or re.search(args.only, label(c[0], c[1], c[2], c[5], c[6]))]
+    todo = [j for j in grid_configs() if not args.only or re.search(args.only, label(*j[:3], *j[5:]))]
     with ProcessPoolExecutor(args.jobs) as pool:
-        for (_, _, _, B, dirs, _, _), rep in zip(todo, pool.map(_compile_one, todo), strict=True):
-            print(json.dumps(dict(asdict(rep), B=B, dirs=dirs, problems=rep.problems())), flush=True)
+        for job, rep in zip(todo, pool.map(_compile_one, todo), strict=True):
+            print(json.dumps(dict(asdict(rep), B=job[3], dirs=job[4], problems=rep.problems())), flush=True)
 
 
 def _compile_one(job) -> CompileReport:
-    kind, cfg, H, B, dirs, dtype, exact = job
-    return compile_kernel(kind, cfg, H, B, dirs, dtype, exact)
+    kind, cfg, H, B, dirs, dtype, exact, varlen = job
+    return compile_kernel(kind, cfg, H, B, dirs, dtype, exact, varlen)
 
 
 if __name__ == "__main__":

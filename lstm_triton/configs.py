@@ -34,6 +34,9 @@ class LSTMConfig:
         return f"P{self.programs(hidden_size)}-BH{self.block_h}-BB{self.block_b}-{path}-w{self.num_warps}"
 
 
+REGS_PER_SM = 65536  # 32-bit registers per SM on every NVIDIA GPU since Kepler
+
+
 @dataclass(frozen=True)
 class Chip:
     """What the launcher needs to know of a GPU."""
@@ -41,7 +44,7 @@ class Chip:
     name: str
     n_sm: int
     smem_per_block: int  # bytes a program may use (the opt-in limit)
-    regs_per_sm: int = 65536
+    regs_per_sm: int = REGS_PER_SM
 
 
 H200 = Chip("NVIDIA H200", n_sm=132, smem_per_block=232448)
@@ -53,8 +56,10 @@ MIN_DOT_BLOCK_B = 8
 MAX_BLOCK_B = 32
 WIDE_BLOCK_B = 32  # batch tiles this tall get 8 warps on the dot path
 EXACT_FP32_WIDE_H, EXACT_FP32_WIDE_BLOCK_H = 512, 8  # exact fp32 dots at H >= 512: 8 units a program
-TRAIN_WIDE_BLOCK_B = 16  # the training forward gets 8 warps from this batch tile on
+TRAIN_WIDE_BLOCK_B = 16  # the training forward's tallest batch tile, with 8 warps
 MAX_BWD_BLOCK_B, MAX_EXACT_BWD_BLOCK_B = 16, 4  # the backward's batch tile, TF32/16-bit and exact fp32
+WIDE_BWD_BLOCK_H = 128  # a backward program this wide gets batch tiles of MIN_DOT_BLOCK_B rows
+VARLEN_WIDE_BLOCK_H, VARLEN_MAX_BLOCK_B = 128, 16  # with per-sequence lengths, such programs take 16 rows
 EXACT_BWD_CHUNK, MAX_EXACT_BWD_SPLIT = 256, 16  # exact fp32 backward: gate columns per warp, warps
 # Registers one thread may spend on the fp32 weight slice of the FMA path.
 MAX_FMA_WEIGHT_REGS = 160
@@ -62,6 +67,13 @@ WARP_SIZE = 32
 MAX_THREAD_REGS = 255  # registers one thread can address (sm_90)
 MAX_WARPS = 32  # 1024 threads per program
 HEURISTIC_PICKS_KEPT = 4096  # memoized heuristic picks: far more shapes than a process runs
+
+
+def thread_registers(num_warps: int) -> int:
+    """Registers each thread of a program may take (ptxas's maxnreg). A persistent launch runs
+    one program per SM, so it may take the whole register file; left to itself ptxas aims for
+    several programs per SM and spills (sm_90 compile check)."""
+    return min(MAX_THREAD_REGS, REGS_PER_SM // (WARP_SIZE * num_warps))
 
 
 def chip_of(device: torch.device) -> Chip:
@@ -251,10 +263,18 @@ def select_config(
 
 
 def training_config(config: LSTMConfig) -> LSTMConfig:
-    """The training forward: the same layout, plus a store of the activations each step, which
-    spills with 4 warps on batch tiles of 16 rows and more (sm_90 compile check)."""
-    if not config.use_fma and config.block_b >= TRAIN_WIDE_BLOCK_B:
-        return replace(config, num_warps=max(config.num_warps, 8))
+    """The training forward: the same layout (block_h), plus a store of the activations each
+    step, which spills on batch tiles of 32 rows, and with 4 warps on 16 (sm_90 compile check)."""
+    if config.use_fma or config.block_b < TRAIN_WIDE_BLOCK_B:
+        return config
+    return replace(config, block_b=TRAIN_WIDE_BLOCK_B, num_warps=max(config.num_warps, 8))
+
+
+def varlen_config(config: LSTMConfig) -> LSTMConfig:
+    """Per-sequence lengths: each row's own times cost registers, and a program holding all of
+    a wide hidden slice then spills on batch tiles of 32 rows (sm_90 compile check)."""
+    if config.block_h >= VARLEN_WIDE_BLOCK_H and config.block_b > VARLEN_MAX_BLOCK_B:
+        return replace(config, block_b=VARLEN_MAX_BLOCK_B)
     return config
 
 
@@ -282,6 +302,8 @@ def backward_config(
     exact_fp32 = exact_fp32 and dtype == torch.float32
     k_pad = bwd_reduction(config, hidden_size)
     block_b = min(config.block_b, MAX_EXACT_BWD_BLOCK_B if exact_fp32 else MAX_BWD_BLOCK_B)
+    if config.block_h >= WIDE_BWD_BLOCK_H:  # its W_hh slice leaves registers for 8 rows (sm_90 compile check)
+        block_b = min(block_b, MIN_DOT_BLOCK_B)
     while block_b >= 1:
         if exact_fp32:
             split = min(MAX_EXACT_BWD_SPLIT, max(1, k_pad // EXACT_BWD_CHUNK))

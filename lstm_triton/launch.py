@@ -6,7 +6,7 @@ import torch
 import triton
 
 from ._env import interpreting, next_pow2
-from .configs import INTERPRETER, Chip, LSTMConfig, check_config, chip_of
+from .configs import INTERPRETER, Chip, LSTMConfig, check_config, chip_of, thread_registers
 from .kernels.lstm_bwd import _lstm_bwd_kernel
 from .kernels.lstm_fwd import _lstm_fwd_kernel
 from .layout import PackedLayer
@@ -106,12 +106,13 @@ def _common_kwargs(config: LSTMConfig, layer: PackedLayer, dtype, step: Step):
         PRECISION=dot_precision(dtype, step.exact_fp32),
         UPCAST=step.interp and dtype != torch.float32,
         num_warps=config.num_warps,
+        maxnreg=thread_registers(config.num_warps),
         launch_cooperative_grid=step.barrier and not step.interp,
     )
 
 
 def fwd_kernel_args(
-    xp, layer: PackedLayer, h0, c, y, h_n, saved: Saved | None, lengths, cnt, err, config: LSTMConfig, step: Step
+    xp, layer: PackedLayer, h0, c, y, saved: Saved | None, lengths, cnt, err, config: LSTMConfig, step: Step
 ):
     """The forward kernel's arguments, shared by the launcher and the ahead-of-time compile check
     (which must specialize the kernel exactly as a launch does)."""
@@ -119,10 +120,9 @@ def fwd_kernel_args(
     args = (
         xp,
         layer.w_hh,
-        h0 if h0 is not None else h_n,
+        h0 if h0 is not None else c,
         c,
         y,
-        h_n,
         saved.gates if saved else xp,
         saved.cs if saved else y,
         lengths if lengths is not None else cnt,
@@ -300,20 +300,20 @@ def lstm_recurrent_fwd(
     y = out if out is not None else new_output(T, B, dirs * H, device=dev, dtype=dtype)
     if y.shape != (T, B, dirs * H) or y.stride(2) != 1 or y.dtype != dtype:
         raise ValueError(f"out must be a [{T}, {B}, {dirs * H}] {dtype} tensor with a contiguous last dim")
-    h_n = new_output(dirs, B, H, device=dev, dtype=dtype)
     c = torch.zeros(dirs, B, H, device=dev, dtype=torch.float32)  # the kernel's cell state, in and out
     if c0 is not None:
         c.copy_(c0)
     saved = Saved(new_output_like(xp), new_output_like(y)) if save else None
     lengths = _device_lengths(lengths, B, dev)
     if T == 0 or B == 0:
-        return y, h_n.zero_() if h0 is None else h_n.copy_(h0), c.to(dtype), saved
+        h_n = torch.zeros(dirs, B, H, device=dev, dtype=dtype) if h0 is None else h0.clone()
+        return y, h_n, c.to(dtype), saved
 
     own_err = err is None
     err = new_timeout_flag(dev) if own_err else err
     barrier = _launch_schedule(
         _lstm_fwd_kernel,
-        lambda cnt, step: fwd_kernel_args(xp, layer, h0, c, y, h_n, saved, lengths, cnt, err, config, step),
+        lambda cnt, step: fwd_kernel_args(xp, layer, h0, c, y, saved, lengths, cnt, err, config, step),
         config,
         H,
         T,
@@ -327,7 +327,17 @@ def lstm_recurrent_fwd(
     )
     if own_err and barrier and CHECK_TIMEOUTS:
         raise_on_timeout(err)
-    return y, h_n, c.to(dtype), saved
+    return y, last_outputs(y, lengths, dirs, H), c.to(dtype), saved
+
+
+def last_outputs(y: torch.Tensor, lengths: torch.Tensor | None, dirs: int, hidden_size: int) -> torch.Tensor:
+    """h_n [DIRS, B, H]: each direction's output at its sequence's last step (time len-1 for
+    the forward direction, time 0 for the reverse one)."""
+    T, B, _ = y.shape
+    rows = torch.arange(B, device=y.device)
+    last = lengths.long() - 1 if lengths is not None else torch.full((B,), T - 1, device=y.device)
+    times = (last, torch.zeros_like(last))[:dirs]
+    return torch.stack([y[t, rows, d * hidden_size : (d + 1) * hidden_size] for d, t in enumerate(times)])
 
 
 def lstm_recurrent_bwd(

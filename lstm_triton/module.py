@@ -9,7 +9,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from . import launch
 from ._env import interpreting
-from .configs import LSTMConfig, select_backward_config, select_config, training_config
+from .configs import LSTMConfig, select_backward_config, select_config, training_config, varlen_config
 from .function import LSTMRecurrence
 from .launch import lstm_recurrent_fwd, new_output, new_timeout_flag, raise_on_timeout, uses_barrier
 from .layout import PackedLayer, pack_layer
@@ -76,10 +76,10 @@ class LSTM(nn.LSTM):
         state["_packed"] = {}  # a cache of the weights in kernel layout: rebuilt on demand
         return state
 
-    def kernel_plan(self, input, hx=None, training: bool | None = None) -> "KernelPlan":
-        """What ``forward(input, hx)`` would run: our kernels with which configs, or PyTorch's
-        LSTM and why. ``training``: whether autograd will differentiate the call (default: as
-        the call would decide, from grad mode and what requires grad)."""
+    def kernel_plan(self, input, hx=None, training: bool | None = None, lengths=None) -> "KernelPlan":
+        """What ``forward(input, hx, lengths=lengths)`` would run: our kernels with which
+        configs, or PyTorch's LSTM and why. ``training``: whether autograd will differentiate
+        the call (default: as the call would decide, from grad mode and what requires grad)."""
         data = input.data if isinstance(input, PackedSequence) else input
         if self.proj_size > 0:
             return KernelPlan(reason="proj_size > 0")
@@ -98,9 +98,11 @@ class LSTM(nn.LSTM):
         else:
             batch = 1 if input.dim() == 2 else input.shape[0 if self.batch_first else 1]
         H, D = self.hidden_size, self.num_directions
-        config = select_config(H, batch, D, data.dtype, data.device)
+        config = select_config(H, batch, D, data.dtype, data.device, training=training)
         if config is None:
             return KernelPlan(reason=f"no kernel config keeps the weights on chip (H={H}, B={batch}, dirs={D})")
+        if lengths is not None or isinstance(input, PackedSequence):
+            config = varlen_config(config)
         if not training:
             return KernelPlan(config)
         backward = select_backward_config(config, H, data.dtype, data.device)
@@ -121,7 +123,7 @@ class LSTM(nn.LSTM):
         if lengths is not None:
             T, B = (input.shape[:2] if not self.batch_first else input.shape[1::-1]) if batched else (len(input), 1)
             lengths = _check_lengths(self, lengths, B, T)
-        plan = self.kernel_plan(input, hx)
+        plan = self.kernel_plan(input, hx, lengths=lengths)
         if plan.reason is not None:
             return super().forward(input, hx) if lengths is None else self._pytorch_lengths(input, hx, lengths)
         x = input if batched else input.unsqueeze(1)

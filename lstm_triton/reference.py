@@ -7,10 +7,12 @@ import torch
 from torch import nn
 
 
-def lstm_reference(module: nn.LSTM, input: torch.Tensor, hx=None, dtype: torch.dtype = torch.float64):
+def lstm_reference(module: nn.LSTM, input: torch.Tensor, hx=None, dtype: torch.dtype = torch.float64, lengths=None):
     """Run ``module``'s weights on ``input`` as nn.LSTM would (eval mode: no dropout), computing
     in ``dtype`` on the input's device. Accepts what nn.LSTM accepts for tensor input (batched or
-    unbatched, batch_first, hx or None); ``proj_size`` is not supported. Returns
+    unbatched, batch_first, hx or None); ``proj_size`` is not supported. ``lengths`` ([B]):
+    padded input whose sequences end early, as nn.LSTM on the packed input computes them (zero
+    output past each length, h_n/c_n at each sequence's last step). Returns
     ``(output, (h_n, c_n))`` in ``dtype``."""
     if module.proj_size:
         raise NotImplementedError("lstm_reference: proj_size > 0")
@@ -24,6 +26,9 @@ def lstm_reference(module: nn.LSTM, input: torch.Tensor, hx=None, dtype: torch.d
         h0 = c0 = x.new_zeros(L * D, B, H)
     else:
         h0, c0 = (t.to(dtype) if batched else t.to(dtype).unsqueeze(1) for t in hx)
+    # live[t, b]: time t is one of sequence b's (all are, without lengths)
+    ends = torch.full((B,), T) if lengths is None else torch.as_tensor(lengths)
+    live = (torch.arange(T)[:, None] < ends[None, :]).to(x.device)[..., None]
     h_n, c_n = [], []
     for layer in range(L):
         outs = []
@@ -36,9 +41,12 @@ def lstm_reference(module: nn.LSTM, input: torch.Tensor, hx=None, dtype: torch.d
             ys = [None] * T
             for t in reversed(range(T)) if d else range(T):
                 i, f, g, o = (x[t] @ w_ih.t() + h @ w_hh.t() + b).chunk(4, dim=-1)
-                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-                h = torch.sigmoid(o) * torch.tanh(c)
-                ys[t] = h
+                c_t = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h_t = torch.sigmoid(o) * torch.tanh(c_t)
+                # past its length a sequence holds its state (so the reverse direction starts at
+                # each sequence's own last step) and outputs zeros
+                c, h = torch.where(live[t], c_t, c), torch.where(live[t], h_t, h)
+                ys[t] = torch.where(live[t], h_t, 0.0)
             outs.append(torch.stack(ys))
             h_n.append(h)
             c_n.append(c)

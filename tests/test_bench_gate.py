@@ -146,3 +146,18 @@ def test_nan_and_missing_outputs_never_pass():
     assert not check("float32", {"y": torch.tensor([1.0, math.inf, 1.0])}, ref).ok
     assert not check("float32", {}, ref).ok
     assert math.isnan(rel_err(torch.ones(2), ref["y"]))
+
+
+@interpreter
+@pytest.mark.parametrize("mode", ["fwd-packed", "fwdbw-packed"])
+def test_packed_modes_pass_the_gate_for_ours_and_pytorch(mode):
+    """A packed row feeds a PackedSequence of mixed lengths to both; the float64 oracle runs
+    the same lengths, so both pass, and a perturbed module still fails."""
+    case = Case("test", mode, "float32", T=6, B=3, H=16, I=8, layers=1, dirs=2)
+    assert sorted(case.lengths()) == [3, 5, 6] and case.lengths() != sorted(case.lengths(), reverse=True)
+    assert case.tokens() == 14
+    for name in ("ours", "pytorch"):
+        m = _measure(PROVIDERS[name], case)
+        assert m["status"] == OK, (name, m)
+    m = _measure(dataclasses.replace(PROVIDERS["pytorch"], build=perturbed), case)
+    assert m["status"] == WRONG
