@@ -140,11 +140,15 @@ def _lstm_fwd_kernel(
             c = c_new
         o_yt = (o_yrow + t * stride_yt)[:, None]
         tl.store(p_y + o_yt + o_u, h.to(p_y.dtype.element_ty), mask=m_s)
-        if SAVE:
+        if SAVE:  # the padding is saved as zeros: every element of the saved tensors is defined
             b_a = _join_gates(a_i, a_f, a_g, a_o, BLOCK_B, BLOCK_H)
+            c_save = c
+            if USE_LENGTHS:
+                b_a = tl.where(rows[:, None], b_a, 0.0)
+                c_save = tl.where(rows[:, None], c, 0.0)
             o_xt = (o_xrow + t * stride_xt)[:, None] + o_n
-            tl.store(p_gates + o_xt, b_a.to(p_gates.dtype.element_ty), mask=rows[:, None])
-            tl.store(p_cs + o_yt + o_u, c.to(p_cs.dtype.element_ty), mask=m_s & rows[:, None])
+            tl.store(p_gates + o_xt, b_a.to(p_gates.dtype.element_ty), mask=m_b[:, None])
+            tl.store(p_cs + o_yt + o_u, c_save.to(p_cs.dtype.element_ty), mask=m_s)
         # next step's projection is loaded before the barrier: its latency hides behind the wait
         more = s + 1 < s_end
         t_next, rows_next = _step_rows(s + 1, d, lens, m_b, USE_LENGTHS)

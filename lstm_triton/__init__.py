@@ -1,8 +1,9 @@
 """lstm-triton: persistent LSTM and BiLSTM kernels in Triton, as a drop-in ``torch.nn.LSTM``."""
 
 from .configs import LSTMConfig
+from .convert import Replacement, replace_lstm
 from .launch import BarrierTimeoutError
 from .module import LSTM
 
-__all__ = ["LSTM", "LSTMConfig", "BarrierTimeoutError"]
+__all__ = ["LSTM", "LSTMConfig", "BarrierTimeoutError", "replace_lstm", "Replacement"]
 __version__ = "0.1.0"

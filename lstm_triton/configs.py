@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ._env import interpreting, next_pow2
-from .layout import MIN_DOT_K, num_programs, padded_hidden
+from .layout import MIN_DOT_K, num_programs, padded_gate_columns, padded_hidden
 
 
 @dataclass(frozen=True)
@@ -280,7 +280,7 @@ def varlen_config(config: LSTMConfig) -> LSTMConfig:
 
 def bwd_reduction(config: LSTMConfig, hidden_size: int) -> int:
     """The backward dot's padded reduction length: all gate columns of a direction."""
-    return next_pow2(4 * config.block_h * config.programs(hidden_size))
+    return padded_gate_columns(4 * config.block_h * config.programs(hidden_size))
 
 
 def bwd_smem_estimate(config: LSTMConfig, hidden_size: int, elem_bytes: int) -> int:

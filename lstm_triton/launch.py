@@ -5,11 +5,11 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from ._env import interpreting, next_pow2
+from ._env import interpreting
 from .configs import INTERPRETER, Chip, LSTMConfig, check_config, chip_of, thread_registers
 from .kernels.lstm_bwd import _lstm_bwd_kernel
 from .kernels.lstm_fwd import _lstm_fwd_kernel
-from .layout import PackedLayer
+from .layout import PackedLayer, padded_gate_columns
 
 # Polls before a barrier wait gives up (a few seconds on a GPU): only a bug gets there, since
 # every program of a group is resident (cooperative launch).
@@ -185,7 +185,7 @@ def bwd_kernel_args(
     )
     kwargs = _common_kwargs(config, layer, dy.dtype, step)
     kwargs.update(
-        K_PAD=next_pow2(layer.w_hh.shape[2]),
+        K_PAD=padded_gate_columns(layer.w_hh.shape[2]),
         USE_INITIAL_STATE=c0 is not None,
         USE_LENGTHS=lengths is not None,
     )
@@ -371,7 +371,7 @@ def lstm_recurrent_bwd(
     T, B, _ = dy.shape
     H, (dirs, _, n_cols) = layer.hidden_size, layer.w_hh.shape
     dtype, dev = dy.dtype, dy.device
-    _check_layer(saved.gates, layer, config, next_pow2(n_cols))
+    _check_layer(saved.gates, layer, config, padded_gate_columns(n_cols))
     dy = dy if dy.stride(2) == 1 else dy.contiguous()
     dh_n = dh_n.float().contiguous()
     dc = dc_n.float().contiguous().clone()  # the kernel's cell-state gradient, in and out

@@ -22,6 +22,12 @@ def padded_hidden(hidden_size: int) -> int:
     return max(MIN_DOT_K, next_pow2(hidden_size))
 
 
+def padded_gate_columns(n_cols: int) -> int:
+    """The backward's reduction length over all gate columns of a direction: a power of two,
+    at least MIN_DOT_K."""
+    return max(MIN_DOT_K, next_pow2(n_cols))
+
+
 def num_programs(hidden_size: int, block_h: int) -> int:
     return -(-hidden_size // block_h)
 

@@ -10,9 +10,9 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from . import launch
 from ._env import interpreting
 from .configs import LSTMConfig, select_backward_config, select_config, training_config, varlen_config
-from .function import LSTMRecurrence
 from .launch import lstm_recurrent_fwd, new_output, new_timeout_flag, raise_on_timeout, uses_barrier
 from .layout import PackedLayer, pack_layer
+from .ops import config_args, recurrence
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -21,8 +21,9 @@ class InputTypeError(TypeError, AttributeError):
     """``input`` is not a tensor (nn.LSTM fails there with an AttributeError)."""
 
 
-class HiddenStateError(RuntimeError, IndexError):
-    """``hx`` is not a pair of tensors (nn.LSTM fails there with a RuntimeError or IndexError)."""
+class HiddenStateError(RuntimeError, IndexError, AttributeError):
+    """``hx`` is not a pair of tensors (nn.LSTM fails there with a RuntimeError, an IndexError or
+    an AttributeError, by the form of hx)."""
 
 
 @dataclass(frozen=True)
@@ -34,26 +35,35 @@ class KernelPlan:
     reason: str | None = None  # why PyTorch's LSTM runs instead; None: our kernels
 
 
-class LSTM(nn.LSTM):
+class LSTM(nn.RNNBase):
     """A drop-in ``torch.nn.LSTM``: the same constructor, parameters, initialisation,
     state_dict and ``forward(input, hx=None) -> (output, (h_n, c_n))``.
 
     float32 / bfloat16 / float16 tensors on a CUDA GPU (or on the CPU under Triton's
     interpreter) run one persistent kernel per layer for all directions, and, when autograd
     needs it, a persistent backward kernel: gradients for the input, h_0, c_0 and every weight
-    and bias. Everything else (float64, CPU tensors, ``proj_size > 0``, PackedSequence input,
-    shapes whose weights do not fit on chip) runs PyTorch's own LSTM, so the module always
-    works; ``kernel_plan`` says which a call gets.
+    and bias. Everything else (float64, CPU tensors, ``proj_size > 0``, shapes whose weights
+    do not fit on chip) runs PyTorch's own LSTM, so the module always works; ``kernel_plan``
+    says which a call gets.
+
+    It is an ``nn.RNNBase`` in LSTM mode, as ``nn.LSTM`` is, but not an ``nn.LSTM``:
+    torch.compile refuses to trace subclasses of ``nn.LSTM`` (they stay on cuDNN's path).
     """
 
+    # nn.LSTM's own checks and forward (PyTorch's LSTM, for what our kernels do not run)
+    get_expected_cell_size = nn.LSTM.get_expected_cell_size
+    check_forward_args = nn.LSTM.check_forward_args
+    permute_hidden = nn.LSTM.permute_hidden
+    _pytorch_forward = nn.LSTM.forward
+
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__("LSTM", *args, **kwargs)
         self._packed: dict[int, tuple[tuple, PackedLayer]] = {}
 
     @classmethod
     def from_torch(cls, module: nn.LSTM) -> "LSTM":
         """A copy of ``module`` (same hyper-parameters, weights, device, dtype and mode)."""
-        if not isinstance(module, nn.LSTM):
+        if not isinstance(module, (nn.LSTM, LSTM)):
             raise TypeError(f"from_torch expects a torch.nn.LSTM, got {type(module).__name__}")
         w = module.weight_ih_l0
         new = cls(
@@ -97,18 +107,15 @@ class LSTM(nn.LSTM):
             batch = int(input.batch_sizes[0])
         else:
             batch = 1 if input.dim() == 2 else input.shape[0 if self.batch_first else 1]
-        H, D = self.hidden_size, self.num_directions
-        config = select_config(H, batch, D, data.dtype, data.device, training=training)
-        if config is None:
-            return KernelPlan(reason=f"no kernel config keeps the weights on chip (H={H}, B={batch}, dirs={D})")
-        if lengths is not None or isinstance(input, PackedSequence):
-            config = varlen_config(config)
-        if not training:
-            return KernelPlan(config)
-        backward = select_backward_config(config, H, data.dtype, data.device)
-        if backward is None:
-            return KernelPlan(reason=f"no backward config fits on chip (H={H}, B={batch}, dirs={D})")
-        return KernelPlan(training_config(config), backward)
+        return _plan(
+            self.hidden_size,
+            batch,
+            self.num_directions,
+            data.dtype,
+            data.device,
+            training,
+            lengths is not None or isinstance(input, PackedSequence),
+        )
 
     def forward(self, input, hx=None, *, lengths=None):
         """nn.LSTM's forward. ``lengths`` (ours, for padded input): [B] sequence lengths in
@@ -125,12 +132,15 @@ class LSTM(nn.LSTM):
             lengths = _check_lengths(self, lengths, B, T)
         plan = self.kernel_plan(input, hx, lengths=lengths)
         if plan.reason is not None:
-            return super().forward(input, hx) if lengths is None else self._pytorch_lengths(input, hx, lengths)
+            return self._pytorch_forward(input, hx) if lengths is None else self._pytorch_lengths(input, hx, lengths)
         x = input if batched else input.unsqueeze(1)
         if not batched and hx is not None:
             hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
         if self.batch_first and batched:
             x = x.transpose(0, 1)  # a view: the kernels take time-major strides
+        if lengths is not None:  # as with a PackedSequence, the padding never reaches the weights
+            live = torch.arange(x.shape[0])[:, None] < lengths[None, :]
+            x = x.masked_fill(~live.to(x.device)[..., None], 0)
         y, h_n, c_n = self._run(x, hx, plan, self.batch_first and batched, lengths)
         if self.batch_first and batched:
             y = y.transpose(0, 1)
@@ -143,7 +153,7 @@ class LSTM(nn.LSTM):
         nn.LSTM expects ``hx`` and returns ``h_n``), then is packed again with its own order."""
         plan = self.kernel_plan(packed, hx)
         if plan.reason is not None:
-            return super().forward(packed, hx)
+            return self._pytorch_forward(packed, hx)
         padded, lengths = pad_packed_sequence(packed)  # [T, B, I] in the caller's order, lengths on the CPU
         _check_forward_args(self, padded, hx, batch_first=False)
         y, h_n, c_n = self._run(padded, hx, plan, False, lengths)
@@ -159,7 +169,7 @@ class LSTM(nn.LSTM):
         if not batched and hx is not None:
             hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
         packed = pack_padded_sequence(x, lengths, batch_first=self.batch_first and batched, enforce_sorted=False)
-        y, (h_n, c_n) = super().forward(packed, hx)
+        y, (h_n, c_n) = self._pytorch_forward(packed, hx)
         total = input.shape[1 if (self.batch_first and batched) else 0]
         y, _ = pad_packed_sequence(y, batch_first=self.batch_first and batched, total_length=total)
         if not batched:
@@ -178,11 +188,14 @@ class LSTM(nn.LSTM):
         D, H, L = self.num_directions, self.hidden_size, self.num_layers
         config, bwd_config = plan.config, plan.backward
         err = new_timeout_flag(x.device)
+        compiling = torch.compiler.is_compiling()
+        direct = bwd_config is None and not compiling  # the launcher called here, not through the op
         if lengths is not None:
             lengths = lengths.to(x.device, torch.int32)
         h_n, c_n = [], []
         for layer in range(L):
-            packed = self._packed_layer(layer, config, differentiable=bwd_config is not None)
+            # compiled graphs pack afresh (traced ops; the cache keys on storage pointers)
+            packed = self._packed_layer(layer, config, differentiable=bwd_config is not None or compiling)
             # one GEMM for all timesteps and both directions, in the input's own memory order
             inp = x.transpose(0, 1) if batch_major else x
             xp = inp.reshape(-1, inp.shape[-1])
@@ -192,9 +205,19 @@ class LSTM(nn.LSTM):
             states = slice(layer * D, (layer + 1) * D)
             h0 = None if hx is None else hx[0][states].contiguous()
             c0 = None if hx is None else hx[1][states].contiguous()
-            if bwd_config is not None:
-                y, h, c = LSTMRecurrence.apply(
-                    xp, packed.w_hh, h0, c0, lengths, H, config, bwd_config, batch_major, err
+            if not direct:
+                # one opaque op for autograd and torch.compile (it checks its own time-out)
+                y, h, c, _, _ = recurrence(
+                    xp,
+                    packed.w_hh,
+                    h0,
+                    c0,
+                    lengths,
+                    H,
+                    config_args(config),
+                    config_args(bwd_config),
+                    batch_major,
+                    bwd_config is not None,
                 )
             else:
                 out = new_output(*inp.shape[:2], D * H, device=x.device, dtype=x.dtype)
@@ -207,7 +230,7 @@ class LSTM(nn.LSTM):
                 if (self.training and self.dropout > 0 and layer < L - 1)
                 else y
             )
-        if launch.CHECK_TIMEOUTS and uses_barrier(config.programs(H)):
+        if direct and launch.CHECK_TIMEOUTS and uses_barrier(config.programs(H)):
             raise_on_timeout(err)  # one host sync for all layers
         return y, torch.cat(h_n), torch.cat(c_n)
 
@@ -234,17 +257,39 @@ class LSTM(nn.LSTM):
         return packed
 
 
+@torch.compiler.assume_constant_result  # torch.compile asks once per shape, outside the graph
+def _plan(hidden_size: int, batch: int, dirs: int, dtype, device, training: bool, varlen: bool) -> KernelPlan:
+    """The configs our kernels run a call with (see ``LSTM.kernel_plan``)."""
+    H, B, D = hidden_size, batch, dirs
+    config = select_config(H, B, D, dtype, device, training=training)
+    if config is None:
+        return KernelPlan(reason=f"no kernel config keeps the weights on chip (H={H}, B={B}, dirs={D})")
+    if varlen:
+        config = varlen_config(config)
+    if not training:
+        return KernelPlan(config)
+    backward = select_backward_config(config, H, dtype, device)
+    if backward is None:
+        return KernelPlan(reason=f"no backward config fits on chip (H={H}, B={B}, dirs={D})")
+    return KernelPlan(training_config(config), backward)
+
+
 def _check_lengths(module: nn.LSTM, lengths, batch: int, seq_len: int) -> torch.Tensor:
     """``lengths=`` as a CPU int64 tensor; the errors ``pack_padded_sequence`` raises, with the
-    bad value named."""
+    bad value named (values only in eager mode)."""
     name = type(module).__name__
-    lengths = torch.as_tensor(lengths, device="cpu")
+    try:
+        lengths = torch.as_tensor(lengths, device="cpu")
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{name}: lengths must be a 1-D tensor or a list of integers, got {lengths!r}") from e
     if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
         raise TypeError(f"{name}: lengths must hold integers, got {lengths.dtype}")
     if lengths.shape != (batch,):
         raise RuntimeError(
             f"{name}: lengths must have one entry per batch element ({batch}), got shape {tuple(lengths.shape)}"
         )
+    if torch.compiler.is_compiling():  # the values are data inside a compiled graph: not checked
+        return lengths.long()
     lo, hi = int(lengths.min()), int(lengths.max())
     if lo <= 0 or hi > seq_len:
         raise RuntimeError(
