@@ -161,3 +161,40 @@ def test_gradients_reproducible_on_gpu():
     gy = torch.randn(*x.shape[:2], 1024, device="cuda", dtype=torch.float64)
     first, second = grads_of(ours, x, hx, gy), grads_of(ours, x, hx, gy)
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_cuda_graph_capture_inference_and_training():
+    """Forward and backward replay from CUDA graphs (no host sync, barrier counters zeroed
+    inside the graph) and stay right on new inputs."""
+    ours, ref, x, hx = grid_problem(512, 8, True, torch.bfloat16)
+    static_x = x.clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.no_grad():
+        for _ in range(3):
+            ours(static_x, hx)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        static_y, _ = ours(static_x, hx)
+    for _ in range(2):
+        static_x.copy_(torch.randn_like(x))
+        graph.replay()
+        assert_close("replayed output", static_y, lstm_reference(ref, static_x, hx)[0], tolerance(torch.bfloat16))
+
+    trained = torch.cuda.make_graphed_callables(ours, (x.clone().requires_grad_(),))
+    x_new = torch.randn_like(x).requires_grad_()
+    y, _ = trained(x_new)
+    y.float().sum().backward()
+    x64 = x_new.detach().double().requires_grad_()
+    with torch.backends.cudnn.flags(enabled=False):
+        copy.deepcopy(ref).double()(x64)[0].sum().backward()
+    assert_close("replayed dx", x_new.grad, x64.grad, 4e-2)
+
+
+def test_torch_compile_with_inductor_on_gpu():
+    ours, ref, x, hx = grid_problem(256, 8, True, torch.bfloat16)
+    compiled = torch.compile(ours, fullgraph=True)
+    with torch.no_grad():
+        y, _ = compiled(x, hx)
+    assert_close("compiled output", y, lstm_reference(ref, x, hx)[0], tolerance(torch.bfloat16))
