@@ -42,6 +42,20 @@ def _row_tile(o_row, m_row, n, N_PAD: tl.constexpr, SPLIT_K: tl.constexpr):
 
 
 @triton.jit
+def _batch_rows(b_tile, B, p_len, T, BLOCK_B: tl.constexpr, USE_LENGTHS: tl.constexpr):
+    """A program's batch rows: indices, in-batch mask, int64 indices and sequence lengths (the
+    lengths read from ``p_len``; without them one scalar T, so times and validity stay scalars,
+    as cheap as a plain loop)."""
+    o_b = b_tile * BLOCK_B + tl.arange(0, BLOCK_B)
+    m_b = o_b < B
+    if USE_LENGTHS:
+        lens = tl.load(p_len + o_b, mask=m_b, other=0)
+    else:
+        lens = T
+    return o_b, m_b, o_b.to(tl.int64), lens
+
+
+@triton.jit
 def _row_times(s, d, lens):
     """The time each batch row processes at step ``s`` of direction ``d`` ([BLOCK_B] int64),
     and whether the step is one of the row's ``lens`` valid ones: the forward direction walks

@@ -17,7 +17,7 @@ joins; before that its cell-state gradient holds and its gate gradients are zero
 import triton
 import triton.language as tl
 
-from .common import _grid_barrier, _join_gates, _row_tile, _row_times, _split_gates, _step_rows, _tanh
+from .common import _batch_rows, _grid_barrier, _join_gates, _row_tile, _row_times, _split_gates, _step_rows, _tanh
 
 
 @triton.jit
@@ -95,13 +95,7 @@ def _lstm_bwd_kernel(
     if UPCAST:
         b_wt = b_wt.to(tl.float32)
 
-    o_b = b_tile * BLOCK_B + tl.arange(0, BLOCK_B)
-    m_b = o_b < B
-    o_b64 = o_b.to(tl.int64)
-    if USE_LENGTHS:
-        lens = tl.load(p_len + o_b, mask=m_b, other=0)
-    else:  # one scalar length: times and validity stay scalars, as cheap as a plain loop
-        lens = T
+    o_b, m_b, o_b64, lens = _batch_rows(b_tile, B, p_len, T, BLOCK_B, USE_LENGTHS)
     m_s = m_b[:, None] & (o_unit < H)[None, :]
     o_s = d * B * H + o_b[:, None] * H + o_unit[None, :]  # own slice of [DIRS, B, H]
     o_us = d * H + o_unit[None, :]  # own units within a row of cs[t] / dy[t]

@@ -14,7 +14,17 @@ barrier; for Triton's interpreter, which runs programs one after another).
 import triton
 import triton.language as tl
 
-from .common import _grid_barrier, _join_gates, _row_tile, _row_times, _sigmoid, _split_gates, _step_rows, _tanh
+from .common import (
+    _batch_rows,
+    _grid_barrier,
+    _join_gates,
+    _row_tile,
+    _row_times,
+    _sigmoid,
+    _split_gates,
+    _step_rows,
+    _tanh,
+)
 
 
 @triton.jit
@@ -94,13 +104,7 @@ def _lstm_fwd_kernel(
     if USE_FMA or UPCAST:
         b_w = b_w.to(tl.float32)
 
-    o_b = b_tile * BLOCK_B + tl.arange(0, BLOCK_B)
-    m_b = o_b < B
-    o_b64 = o_b.to(tl.int64)
-    if USE_LENGTHS:
-        lens = tl.load(p_len + o_b, mask=m_b, other=0)
-    else:  # one scalar length: times and validity stay scalars, as cheap as a plain loop
-        lens = T
+    o_b, m_b, o_b64, lens = _batch_rows(b_tile, B, p_len, T, BLOCK_B, USE_LENGTHS)
     o_unit = pid_p * BLOCK_H + tl.arange(0, BLOCK_H)
     m_s = m_b[:, None] & (o_unit < H)[None, :]
     o_s = d * B * H + o_b[:, None] * H + o_unit[None, :]  # own slice of [DIRS, B, H]

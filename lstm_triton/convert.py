@@ -30,17 +30,7 @@ def swap(module: nn.LSTM) -> LSTM:
     """An lstm_triton.LSTM that holds ``module``'s own Parameter objects (so optimizers, weight
     tying and the device, dtype and requires_grad stay as they were) in its training mode.
     Hooks registered on ``module`` are not carried over."""
-    new = LSTM(
-        module.input_size,
-        module.hidden_size,
-        module.num_layers,
-        bias=module.bias,
-        batch_first=module.batch_first,
-        dropout=module.dropout,
-        bidirectional=module.bidirectional,
-        proj_size=module.proj_size,
-        device="meta",
-    )
+    new = LSTM.like(module, device="meta")  # no storage: the parameters are module's own
     for name in module._flat_weights_names:
         setattr(new, name, getattr(module, name))
     return new.train(module.training)

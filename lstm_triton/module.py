@@ -66,7 +66,14 @@ class LSTM(nn.RNNBase):
         if not isinstance(module, (nn.LSTM, LSTM)):
             raise TypeError(f"from_torch expects a torch.nn.LSTM, got {type(module).__name__}")
         w = module.weight_ih_l0
-        new = cls(
+        new = cls.like(module, device=w.device, dtype=w.dtype)
+        new.load_state_dict(module.state_dict())
+        return new.train(module.training)
+
+    @classmethod
+    def like(cls, module: nn.RNNBase, **factory_kwargs) -> "LSTM":
+        """A new LSTM with ``module``'s hyper-parameters (``factory_kwargs``: device, dtype)."""
+        return cls(
             module.input_size,
             module.hidden_size,
             module.num_layers,
@@ -75,11 +82,8 @@ class LSTM(nn.RNNBase):
             dropout=module.dropout,
             bidirectional=module.bidirectional,
             proj_size=module.proj_size,
-            device=w.device,
-            dtype=w.dtype,
+            **factory_kwargs,
         )
-        new.load_state_dict(module.state_dict())
-        return new.train(module.training)
 
     def __getstate__(self):
         state = super().__getstate__()
