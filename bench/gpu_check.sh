@@ -62,7 +62,7 @@ else
     echo "compute-sanitizer not found: sanitizer checks skipped" | tee -a "$LOG"
 fi
 step stress 60 python3 -m bench.gpu_stress --budget-s 20
-step long_sequences 60 python3 -m pytest -q -rP -m gpu -p no:cacheprovider tests/test_long_sequences.py
+step long_sequences 60 python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/test_long_sequences.py
 step bench_train 90 python3 -m bench --sweep training --providers ours cudnn cudnn_graph --budget-s 45 --out "$report"
 step bench_packed 60 python3 -m bench --sweep packed --providers ours cudnn --budget-s 30 --out "$report"
 [ -d "$report" ] && tar czf "$OUT/report.tgz" "$report" && echo "report: $report (packed in $OUT/report.tgz)" | tee -a "$LOG"

@@ -1,7 +1,7 @@
 """Numerics over long sequences: after T steps the drift of h_n and c_n from a float64 reference
 stays within the dtype's tolerance, and at most about PyTorch's own drift in the same dtype on
-the same inputs (cuDNN on a GPU, its CPU LSTM here). Both drifts are printed: run with ``-rP``
-to see them."""
+the same inputs (cuDNN on a GPU, its CPU LSTM here). Both drifts are printed: ``-s`` or
+``-rP`` shows them."""
 
 from dataclasses import dataclass
 
