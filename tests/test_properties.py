@@ -19,7 +19,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import lstm_triton.module
 from lstm_triton import LSTM, LSTMConfig
@@ -225,14 +225,19 @@ class forced_configs:
 
 def forward(p: Problem, module, x, hx):
     """``module`` on the problem's input: as it is, with ``lengths=`` (ours; nn.LSTM gets the
-    packed input) or packed. Returns the output padded to length T, and the final states."""
-    if p.varlen == "none":
-        return module(x, hx)
-    if p.varlen == "lengths" and isinstance(module, LSTM):
-        return module(x, hx, lengths=list(p.lengths))
-    packed = pack_padded_sequence(x, torch.tensor(p.lengths), batch_first=p.batch_first, enforce_sorted=False)
-    y, states = module(packed, hx)
-    return pad_packed_sequence(y, batch_first=p.batch_first, total_length=p.T)[0], states
+    packed input) or packed. Returns the output padded to length T, and the final states. Ours
+    must run its kernels: a silent fallback to PyTorch's LSTM would compare nn.LSTM with itself."""
+    ours = isinstance(module, LSTM)
+    lengths = list(p.lengths) if (ours and p.varlen == "lengths") else None
+    if p.varlen == "packed" or (p.varlen == "lengths" and not ours):
+        x = pack_padded_sequence(x, torch.tensor(p.lengths), batch_first=p.batch_first, enforce_sorted=False)
+    if ours:
+        reason = module.kernel_plan(x, hx, lengths=lengths).reason
+        assert reason is None, f"PyTorch's LSTM ran, not our kernels: {reason}"
+    y, states = module(x, hx) if lengths is None else module(x, hx, lengths=lengths)
+    if isinstance(y, PackedSequence):
+        y = pad_packed_sequence(y, batch_first=p.batch_first, total_length=p.T)[0]
+    return y, states
 
 
 def run(p: Problem, module, x_base, hx_base, loss_w, dtype, device, grad: tuple[bool, bool, bool]):
