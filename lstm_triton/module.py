@@ -191,9 +191,9 @@ class LSTM(nn.RNNBase):
         differentiable (the training forward, saving what backward needs)."""
         D, H, L = self.num_directions, self.hidden_size, self.num_layers
         config, bwd_config = plan.config, plan.backward
-        err = new_timeout_flag(x.device)
         compiling = torch.compiler.is_compiling()
         direct = bwd_config is None and not compiling  # the launcher called here, not through the op
+        err = new_timeout_flag(x.device) if direct else None  # the op checks its own
         if lengths is not None:
             lengths = lengths.to(x.device, torch.int32)
         h_n, c_n = [], []
