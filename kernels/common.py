@@ -8,6 +8,22 @@ import triton.language as tl
 BARRIER_POISON = tl.constexpr(1 << 30)
 
 
+# fp32 -> bf16 round to nearest even: add 0x7FFF plus the kept part's lowest bit, drop 16 bits
+BF16_ROUNDING_BIAS = tl.constexpr(0x7FFF)
+BF16_DROPPED_BITS = tl.constexpr(16)
+
+
+@triton.jit
+def _cast_for_store(x, DTYPE: tl.constexpr, UPCAST: tl.constexpr):
+    """fp32 ``x`` cast to the stored dtype. Triton's interpreter truncates fp32 -> bf16 casts; it
+    gets the round-to-nearest-even a GPU (and PyTorch) does, so CPU tests see GPU numerics."""
+    if UPCAST and DTYPE == tl.bfloat16:
+        bits = x.to(tl.int32, bitcast=True)
+        bits += BF16_ROUNDING_BIAS + ((bits >> BF16_DROPPED_BITS) & 1)
+        x = ((bits >> BF16_DROPPED_BITS) << BF16_DROPPED_BITS).to(tl.float32, bitcast=True)
+    return x.to(DTYPE)
+
+
 @triton.jit
 def _sigmoid(x):
     return 1.0 / (1.0 + tl.exp(-x))

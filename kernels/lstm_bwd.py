@@ -17,7 +17,17 @@ joins; before that its cell-state gradient holds and its gate gradients are zero
 import triton
 import triton.language as tl
 
-from .common import _batch_rows, _grid_barrier, _join_gates, _row_tile, _row_times, _split_gates, _step_rows, _tanh
+from .common import (
+    _batch_rows,
+    _cast_for_store,
+    _grid_barrier,
+    _join_gates,
+    _row_tile,
+    _row_times,
+    _split_gates,
+    _step_rows,
+    _tanh,
+)
 
 
 @triton.jit
@@ -148,7 +158,7 @@ def _lstm_bwd_kernel(
             b_dg = tl.where(rows[:, None], b_dg, 0.0)
         else:
             dc = dc_new * a_f
-        tl.store(p_dx + o_xt, b_dg.to(p_dx.dtype.element_ty), mask=m_b[:, None])
+        tl.store(p_dx + o_xt, _cast_for_store(b_dg, p_dx.dtype.element_ty, UPCAST), mask=m_b[:, None])
         if USE_BARRIER:
             _grid_barrier(p_cnt + d * tl.cdiv(B, BLOCK_B) + b_tile, p_err, n_prog * (s - s_begin + 1), max_spins)
 
@@ -156,5 +166,5 @@ def _lstm_bwd_kernel(
         t_first, _ = _row_times(0, d, lens)
         o_dg, m_dg = _row_tile(o_xrow + t_first * stride_xt, m_b, n_cols, K_PAD, SPLIT_K)
         dh0 = _recurrent_dh(p_dx, o_dg, m_dg, b_wt, SPLIT_K, PRECISION, UPCAST)
-        tl.store(p_dh0 + o_s, dh0.to(p_dh0.dtype.element_ty), mask=m_s)
+        tl.store(p_dh0 + o_s, _cast_for_store(dh0, p_dh0.dtype.element_ty, UPCAST), mask=m_s)
     tl.store(p_dc + o_s, dc, mask=m_s)

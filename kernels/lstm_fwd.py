@@ -16,6 +16,7 @@ import triton.language as tl
 
 from .common import (
     _batch_rows,
+    _cast_for_store,
     _grid_barrier,
     _join_gates,
     _row_tile,
@@ -143,7 +144,7 @@ def _lstm_fwd_kernel(
         else:
             c = c_new
         o_yt = (o_yrow + t * stride_yt)[:, None]
-        tl.store(p_y + o_yt + o_u, h.to(p_y.dtype.element_ty), mask=m_s)
+        tl.store(p_y + o_yt + o_u, _cast_for_store(h, p_y.dtype.element_ty, UPCAST), mask=m_s)
         if SAVE:  # the padding is saved as zeros: every element of the saved tensors is defined
             b_a = _join_gates(a_i, a_f, a_g, a_o, BLOCK_B, BLOCK_H)
             c_save = c
@@ -151,8 +152,8 @@ def _lstm_fwd_kernel(
                 b_a = tl.where(rows[:, None], b_a, 0.0)
                 c_save = tl.where(rows[:, None], c, 0.0)
             o_xt = (o_xrow + t * stride_xt)[:, None] + o_n
-            tl.store(p_gates + o_xt, b_a.to(p_gates.dtype.element_ty), mask=m_b[:, None])
-            tl.store(p_cs + o_yt + o_u, c_save.to(p_cs.dtype.element_ty), mask=m_s)
+            tl.store(p_gates + o_xt, _cast_for_store(b_a, p_gates.dtype.element_ty, UPCAST), mask=m_b[:, None])
+            tl.store(p_cs + o_yt + o_u, _cast_for_store(c_save, p_cs.dtype.element_ty, UPCAST), mask=m_s)
         # next step's projection is loaded before the barrier: its latency hides behind the wait
         more = s + 1 < s_end
         t_next, rows_next = _step_rows(s + 1, d, lens, m_b, USE_LENGTHS)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 import torch
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
@@ -302,12 +302,6 @@ def check(p: Problem, grad: tuple[bool, bool, bool] = (False, False, False), flo
         assert_close_as_pytorch(f"d {name}", got_grads[name], w, their_grads[name], grad_tolerance(p.dtype), floor)
 
 
-def interpreter_truncates_saturated_gates(p: Problem) -> bool:
-    """Triton's interpreter truncates fp32 -> bf16 stores: a saturated gate saved as 1 - 2^-8
-    instead of 1 gets a derivative of 2^-8 instead of about 0."""
-    return interpreting() and p.dtype == BF16 and p.scale == SATURATING
-
-
 @budget(examples=40)
 @given(problems())
 def test_inference_matches_nn_lstm(p):
@@ -325,19 +319,16 @@ def grad_flags(draw, p: Problem):
 @budget(examples=30)
 @given(st.data(), problems(max_t=8))
 def test_training_matches_nn_lstm(data, p):
-    assume(not interpreter_truncates_saturated_gates(p))  # pinned: test_saturated_bf16_gates_...
     check(p, data.draw(grad_flags(p)))
 
 
 @budget(examples=10)
 @given(st.data(), split_problems())
 def test_hidden_split_matches_nn_lstm(data, p):
-    trainable = not interpreter_truncates_saturated_gates(p)  # pinned: test_saturated_bf16_gates_...
-    grad = data.draw(st.one_of(st.just((False, False, False)), grad_flags(p))) if trainable else (False,) * 3
-    check(p, grad)
+    check(p, data.draw(st.one_of(st.just((False, False, False)), grad_flags(p))))
 
 
-# Failures the search found, pinned: fixed ones as regular tests, the interpreter's own as an xfail.
+# Failures the search found, fixed and pinned as regular tests.
 
 
 def pinned(**fields) -> Problem:
@@ -358,12 +349,7 @@ def test_split_with_a_short_gate_reduction_trains():
     check(pinned(H=2, config=LSTMConfig(block_h=1, block_b=1), bwd_split=None), (False, False, True))
 
 
-@pytest.mark.skipif(not interpreting(), reason="a GPU rounds fp32 -> bf16 stores to nearest, as PyTorch")
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="interpreter only: truncating bf16 stores save a saturated input gate as 1 - 2^-8, so its "
-    "derivative is 2^-8 instead of ~2e-6: d weight_ih_l0 off by 1.2e2 relative (nn.LSTM bf16: 7.5e-2)",
-)
-def test_saturated_bf16_gates_train_under_the_interpreter():
+def test_saturated_bf16_gates_train():
+    """Was, under the interpreter: truncating bf16 stores saved a saturated input gate as
+    1 - 2^-8, so its derivative came out 2^-8 instead of ~2e-6 (d weight_ih_l0 off by 1.2e2)."""
     check(pinned(I=5, dtype=BF16, scale=SATURATING), (False, False, True))
