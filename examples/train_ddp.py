@@ -108,6 +108,13 @@ def main():
         # equal on every rank: each applied the same averaged gradients to the same weights
         checksum = sum(p.detach().double().sum().item() for p in model.parameters())
         _log(f"rank {rank}/{world} parameter checksum {checksum:.10e}")
+        if world > 1:
+            # Without this barrier, 1 run in 4 on two CPU ranks (torch 2.13, gloo) deadlocked in
+            # the teardown below: a gloo worker thread freeing the last gradient all-reduce (which
+            # holds the backward's Python context) waited for the GIL while the main thread,
+            # holding it, joined that worker. Success path only: after a failure, the ranks'
+            # collectives no longer pair up.
+            dist.barrier()
     finally:
         if world > 1:
             dist.destroy_process_group()

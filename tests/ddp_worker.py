@@ -71,6 +71,7 @@ def run(index: int, out_dir: str, wrapper: str) -> None:
             fully_shard(model, mesh=mesh)
         rows = range(index * BATCH_PER_RANK, (index + 1) * BATCH_PER_RANK)
         _train(model, rows, f"{out_dir}/rank{index}.pt")
+        dist.barrier()  # the teardown deadlock this avoids: see examples/train_ddp.py
     finally:
         dist.destroy_process_group()
 
