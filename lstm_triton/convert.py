@@ -21,8 +21,6 @@ def _why_kept(module: nn.LSTM) -> str | None:
         return "already an lstm_triton.LSTM"
     if type(module) is not nn.LSTM:
         return f"a subclass of nn.LSTM ({type(module).__qualname__}): its own forward may differ"
-    if module.proj_size > 0:
-        return "proj_size > 0: lstm_triton.LSTM would run PyTorch's LSTM for it anyway"
     return None
 
 
@@ -39,7 +37,7 @@ def swap(module: nn.LSTM) -> LSTM:
 def replace_lstm(model: nn.Module) -> Replacement:
     """Swap, in place, every ``torch.nn.LSTM`` inside ``model`` for an ``lstm_triton.LSTM`` on
     the same parameters; leave alone what would not gain or might change behaviour (our own
-    LSTMs, subclasses of nn.LSTM with their own forward, ``proj_size > 0``). Returns what it
+    LSTMs, subclasses of nn.LSTM with their own forward). Returns what it
     swapped and what it kept, by qualified name."""
     if isinstance(model, (nn.LSTM, LSTM)):
         raise TypeError(

@@ -10,7 +10,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from . import launch
 from ._env import interpreting
 from .configs import LSTMConfig, select_backward_config, select_config, training_config, varlen_config
-from .launch import lstm_recurrent_fwd, new_output, new_timeout_flag, raise_on_timeout, uses_barrier
+from .launch import last_outputs, lstm_recurrent_fwd, new_output, new_timeout_flag, raise_on_timeout, uses_barrier
 from .layout import PackedLayer, pack_layer
 from .ops import config_args, recurrence
 
@@ -42,9 +42,9 @@ class LSTM(nn.RNNBase):
     float32 / bfloat16 / float16 tensors on a CUDA GPU (or on the CPU under Triton's
     interpreter) run one persistent kernel per layer for all directions, and, when autograd
     needs it, a persistent backward kernel: gradients for the input, h_0, c_0 and every weight
-    and bias. Everything else (float64, CPU tensors, ``proj_size > 0``, shapes whose weights
-    do not fit on chip) runs PyTorch's own LSTM, so the module always works; ``kernel_plan``
-    says which a call gets.
+    and bias (``weight_hr`` too, with projections). Everything else (float64, CPU tensors,
+    shapes whose weights do not fit on chip) runs PyTorch's own LSTM, so the module always
+    works; ``kernel_plan`` says which a call gets.
 
     It is an ``nn.RNNBase`` in LSTM mode, as ``nn.LSTM`` is, but not an ``nn.LSTM``:
     torch.compile refuses to trace subclasses of ``nn.LSTM`` (they stay on cuDNN's path).
@@ -95,8 +95,6 @@ class LSTM(nn.RNNBase):
         configs, or PyTorch's LSTM and why. ``training``: whether autograd will differentiate
         the call (default: as the call would decide, from grad mode and what requires grad)."""
         data = input.data if isinstance(input, PackedSequence) else input
-        if self.proj_size > 0:
-            return KernelPlan(reason="proj_size > 0")
         if data.dtype not in KERNEL_DTYPES:
             return KernelPlan(reason=f"{data.dtype} input")
         if not (data.device.type == "cuda" or (data.device.type == "cpu" and interpreting())):
@@ -186,8 +184,9 @@ class LSTM(nn.RNNBase):
 
     def _run(self, x, hx, plan: "KernelPlan", batch_major: bool, lengths: torch.Tensor | None):
         """x: [T, B, I] time-major (a transposed view of a batch-major tensor when
-        ``batch_major``). Returns y [T, B, D*H] (batch-major underneath when ``batch_major``),
-        h_n and c_n [L*D, B, H]. With a backward config in the plan the layers are
+        ``batch_major``). Returns y [T, B, D*H_out] (batch-major underneath when
+        ``batch_major``), h_n [L*D, B, H_out] and c_n [L*D, B, H] (H_out: proj_size, or H
+        without projections). With a backward config in the plan the layers are
         differentiable (the training forward, saving what backward needs)."""
         D, H, L = self.num_directions, self.hidden_size, self.num_layers
         config, bwd_config = plan.config, plan.backward
@@ -209,6 +208,8 @@ class LSTM(nn.RNNBase):
             states = slice(layer * D, (layer + 1) * D)
             h0 = None if hx is None else hx[0][states].contiguous()
             c0 = None if hx is None else hx[1][states].contiguous()
+            if packed.w_hr is not None and h0 is not None:
+                xp, h0 = _fold_initial_hidden(xp, h0, packed.w_h0, lengths), None
             if not direct:
                 # one opaque op for autograd and torch.compile (it checks its own time-out)
                 y, h, c, _, _ = recurrence(
@@ -227,6 +228,9 @@ class LSTM(nn.RNNBase):
                 out = new_output(*inp.shape[:2], D * H, device=x.device, dtype=x.dtype)
                 out = out.transpose(0, 1) if batch_major else out
                 y, h, c, _ = lstm_recurrent_fwd(xp, packed, h0, c0, config, out=out, lengths=lengths, err=err)
+            if packed.w_hr is not None:
+                y = _project(y, packed.w_hr, batch_major)
+                h = last_outputs(y, lengths, D, self.proj_size)
             h_n.append(h)
             c_n.append(c)
             x = (
@@ -248,17 +252,43 @@ class LSTM(nn.RNNBase):
             [getattr(self, f"{kind}_l{layer}{s}") if self.bias else None for s in sfx]
             for kind in ("bias_ih", "bias_hh")
         )
+        w_hr = [getattr(self, f"weight_hr_l{layer}{s}") for s in sfx] if self.proj_size > 0 else None
         if differentiable:
-            return pack_layer(w_ih, w_hh, b_ih, b_hh, config.block_h)
-        params = [p for p in (*w_ih, *w_hh, *b_ih, *b_hh) if p is not None]
+            return pack_layer(w_ih, w_hh, b_ih, b_hh, config.block_h, w_hr)
+        params = [p for p in (*w_ih, *w_hh, *b_ih, *b_hh, *(w_hr or ())) if p is not None]
         key = (config.block_h,) + tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         hit = self._packed.get(layer)
         if hit is not None and hit[0] == key:
             return hit[1]
         with torch.no_grad():
-            packed = pack_layer(w_ih, w_hh, b_ih, b_hh, config.block_h)
+            packed = pack_layer(w_ih, w_hh, b_ih, b_hh, config.block_h, w_hr)
         self._packed[layer] = (key, packed)
         return packed
+
+
+def _fold_initial_hidden(xp: torch.Tensor, h0: torch.Tensor, w_h0: torch.Tensor, lengths) -> torch.Tensor:
+    """With projections: h_0 [DIRS, B, R] enters the recurrence as ``h_0 W_hh^T`` added to the
+    input projection xp [T, B, DIRS * n_cols] of each direction's first step (time 0 forward;
+    each sequence's last time in reverse), in place; the kernels then start from a zero state."""
+    T, B, _ = xp.shape
+    D, n_cols, _ = w_h0.shape
+    last = torch.full((B,), T - 1, device=xp.device) if lengths is None else lengths.long() - 1
+    first = torch.cat([torch.zeros_like(last), last][:D])
+    rows = torch.arange(B, device=xp.device).repeat(D)
+    dirs = torch.arange(D, device=xp.device).repeat_interleave(B)
+    contribution = torch.einsum("dbr,dnr->dbn", h0, w_h0).reshape(D * B, n_cols)
+    xp.view(T, B, D, n_cols).index_put_((first, rows, dirs), contribution, accumulate=True)
+    return xp
+
+
+def _project(m: torch.Tensor, w_hr: torch.Tensor, batch_major: bool) -> torch.Tensor:
+    """With projections: the layer's output ``m W_hr^T`` per direction, [T, B, DIRS * R], from
+    the recurrence's m [T, B, DIRS * H] (batch-major underneath when ``batch_major``, as is the
+    result)."""
+    D, R, H = w_hr.shape
+    under = m.transpose(0, 1) if batch_major else m
+    y = torch.einsum("abdh,drh->abdr", under.unflatten(-1, (D, H)), w_hr).flatten(-2)
+    return y.transpose(0, 1) if batch_major else y
 
 
 @torch.compiler.assume_constant_result  # torch.compile asks once per shape, outside the graph

@@ -10,20 +10,19 @@ from torch import nn
 def lstm_reference(module: nn.LSTM, input: torch.Tensor, hx=None, dtype: torch.dtype = torch.float64, lengths=None):
     """Run ``module``'s weights on ``input`` as nn.LSTM would (eval mode: no dropout), computing
     in ``dtype`` on the input's device. Accepts what nn.LSTM accepts for tensor input (batched or
-    unbatched, batch_first, hx or None); ``proj_size`` is not supported. ``lengths`` ([B]):
+    unbatched, batch_first, hx or None, ``proj_size``). ``lengths`` ([B]):
     padded input whose sequences end early, as nn.LSTM on the packed input computes them (zero
     output past each length, h_n/c_n at each sequence's last step). Returns
     ``(output, (h_n, c_n))`` in ``dtype``."""
-    if module.proj_size:
-        raise NotImplementedError("lstm_reference: proj_size > 0")
     batched = input.dim() == 3
     x = input.to(dtype) if batched else input.to(dtype).unsqueeze(1)
     if module.batch_first and batched:
         x = x.transpose(0, 1)
     T, B, _ = x.shape
     D, H, L = 2 if module.bidirectional else 1, module.hidden_size, module.num_layers
+    R = module.proj_size or H  # the width of h
     if hx is None:
-        h0 = c0 = x.new_zeros(L * D, B, H)
+        h0, c0 = x.new_zeros(L * D, B, R), x.new_zeros(L * D, B, H)
     else:
         h0, c0 = (t.to(dtype) if batched else t.to(dtype).unsqueeze(1) for t in hx)
     # live[t, b]: time t is one of sequence b's (all are, without lengths)
@@ -43,6 +42,8 @@ def lstm_reference(module: nn.LSTM, input: torch.Tensor, hx=None, dtype: torch.d
                 i, f, g, o = (x[t] @ w_ih.t() + h @ w_hh.t() + b).chunk(4, dim=-1)
                 c_t = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
                 h_t = torch.sigmoid(o) * torch.tanh(c_t)
+                if module.proj_size:
+                    h_t = h_t @ getattr(module, f"weight_hr_l{layer}{sfx}").to(dtype).t()
                 # past its length a sequence holds its state (so the reverse direction starts at
                 # each sequence's own last step) and outputs zeros
                 c, h = torch.where(live[t], c_t, c), torch.where(live[t], h_t, h)

@@ -25,13 +25,16 @@ def outputs_and_grads(module, x, hx, lengths):
 
 
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])
-@pytest.mark.parametrize("variant", ["bi-batch_first-h0", "uni-lengths", "bi-lengths-h0"])
+@pytest.mark.parametrize("variant", ["bi-batch_first-h0", "uni-lengths", "bi-lengths-h0", "bi-proj-lengths-h0"])
 def test_compile_fullgraph_matches_eager(backend, variant):
     torch._dynamo.reset()
     bi, batch_first = "bi" in variant, "batch_first" in variant
-    ours = LSTM(5, 16, num_layers=2, bidirectional=bi, batch_first=batch_first).to(DEVICE)
+    proj = 6 if "proj" in variant else 0
+    ours = LSTM(5, 16, num_layers=2, bidirectional=bi, batch_first=batch_first, proj_size=proj).to(DEVICE)
     x = torch.randn((3, 4, 5) if batch_first else (4, 3, 5), device=DEVICE)
-    hx = tuple(torch.randn(4 if bi else 2, 3, 16, device=DEVICE) for _ in range(2)) if "h0" in variant else None
+    states = 4 if bi else 2
+    hx = (torch.randn(states, 3, proj or 16, device=DEVICE), torch.randn(states, 3, 16, device=DEVICE))
+    hx = hx if "h0" in variant else None
     lengths = torch.tensor([4, 2, 3]) if "lengths" in variant else None
     want = outputs_and_grads(ours, x, hx, lengths)
     got = outputs_and_grads(torch.compile(ours, fullgraph=True, backend=backend), x, hx, lengths)
@@ -125,8 +128,9 @@ def test_replace_lstm_swaps_in_place_and_keeps_the_parameters():
     params = {n: p for n, p in model.named_parameters()}
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     report = replace_lstm(model)
-    assert report.swapped == ["encoder", "decoder.0"]
-    assert set(report.kept) == {"decoder.1", "extra"} and "proj_size" in report.kept["decoder.1"]
+    assert report.swapped == ["encoder", "decoder.0", "decoder.1"]
+    assert set(report.kept) == {"extra"} and "subclass" in report.kept["extra"]
+    assert model.decoder[1].proj_size == 4
     assert isinstance(model.encoder, LSTM) and not model.encoder.training and model.encoder.batch_first
     for name, p in model.named_parameters():  # the same Parameter objects: the optimizer still holds them
         assert p is params[name], name

@@ -1,6 +1,6 @@
 """Property-based tests: lstm_triton.LSTM against nn.LSTM (float64, the same rounded weights) on
 configurations hypothesis draws: input and hidden sizes (odd ones too), layers, direction,
-batch_first, bias, batch (0, unbatched), length, variable lengths (lengths= or a
+batch_first, bias, proj_size, batch (0, unbatched), length, variable lengths (lengths= or a
 PackedSequence), initial states, memory layouts of the input and the states, input scale,
 dtype, train/eval mode, what requires grad, and hidden splits (P > 1, stepwise under the
 interpreter). Outputs and every gradient; nn.LSTM in the same dtype bounds what the dtype
@@ -82,6 +82,12 @@ class Problem:
     lengths: tuple[int, ...] | None = None  # with varlen: each batch row's length, 1..T
     config: LSTMConfig | None = None  # forced forward config (a hidden split); None: the module's
     bwd_split: int | None = 1  # the forced backward config's split-K; None: the module's own
+    proj: int = 0  # proj_size
+
+    @property
+    def width(self) -> int:
+        """Of h_0, h_n and each direction's output."""
+        return self.proj or self.H
 
     @property
     def dirs(self) -> int:
@@ -96,9 +102,10 @@ def problems(draw, max_b=MAX_B, max_t=MAX_T, min_h=1):
     B, T = draw(st.one_of(st.integers(1, max_b), st.none(), st.just(0))), draw(st.integers(1, max_t))
     varlen = draw(st.sampled_from(VARLEN)) if B else "none"
     lengths = tuple(draw(st.integers(1, T)) for _ in range(B)) if varlen != "none" else None
+    H = draw(st.integers(min_h, MAX_H))
     return Problem(
         I=draw(st.integers(1, MAX_I)),
-        H=draw(st.integers(min_h, MAX_H)),
+        H=H,
         layers=layers,
         bi=draw(st.booleans()),
         batch_first=draw(st.booleans()),
@@ -114,6 +121,7 @@ def problems(draw, max_b=MAX_B, max_t=MAX_T, min_h=1):
         seed=draw(st.integers(0, 2**16)),
         varlen=varlen,
         lengths=lengths,
+        proj=draw(st.one_of(st.just(0), st.integers(1, H - 1))) if H > 1 else 0,
     )
 
 
@@ -144,9 +152,10 @@ def x_view(p: Problem, base: torch.Tensor) -> torch.Tensor:
     return base
 
 
-def hx_view(p: Problem, base: torch.Tensor) -> torch.Tensor:
+def hx_view(p: Problem, base: torch.Tensor, cell: bool) -> torch.Tensor:
+    """h_0 (or with ``cell`` c_0) as the module gets it, a view of ``base`` (``base_shapes``)."""
     if p.hx_layout == "expanded":
-        return base.expand(*state_shape(p))
+        return base.expand(*state_shape(p, cell))
     if p.hx_layout == "transposed":
         return base.transpose(0, 1)
     return base
@@ -158,13 +167,15 @@ def x_shape(p: Problem) -> tuple:
     return (p.B, p.T, p.I) if p.batch_first else (p.T, p.B, p.I)
 
 
-def state_shape(p: Problem) -> tuple:
-    return (p.layers * p.dirs, p.H) if p.B is None else (p.layers * p.dirs, p.B, p.H)
+def state_shape(p: Problem, cell: bool = False) -> tuple:
+    """Of h_0 and h_n, or with ``cell`` of c_0 and c_n."""
+    width = p.H if cell else p.width
+    return (p.layers * p.dirs, width) if p.B is None else (p.layers * p.dirs, p.B, width)
 
 
-def base_shapes(p: Problem) -> tuple[tuple, tuple | None]:
-    """Shapes of the tensors the input and the states are views of."""
-    x, s = list(x_shape(p)), list(state_shape(p))
+def base_shapes(p: Problem) -> tuple[tuple, list[tuple] | None]:
+    """Shapes of the tensors the input and the states (h_0, c_0) are views of."""
+    x = list(x_shape(p))
     if p.x_layout == "strided":
         x[-1] *= 2
     elif p.B is not None and p.x_layout == "transposed":
@@ -173,17 +184,21 @@ def base_shapes(p: Problem) -> tuple[tuple, tuple | None]:
         x[0 if p.batch_first else 1] = 1
     if p.hx_layout == "none":
         return tuple(x), None
-    if p.hx_layout == "expanded":
-        s[-2] = 1
-    elif p.hx_layout == "transposed":
-        s[0], s[1] = s[1], s[0]
-    return tuple(x), tuple(s)
+    states = []
+    for cell in (False, True):
+        s = list(state_shape(p, cell))
+        if p.hx_layout == "expanded":
+            s[-2] = 1
+        elif p.hx_layout == "transposed":
+            s[0], s[1] = s[1], s[0]
+        states.append(tuple(s))
+    return tuple(x), states
 
 
 def make_modules(p: Problem):
     """Ours in ``p.dtype`` and nn.LSTM in float64 holding the same (rounded) weights."""
     torch.manual_seed(p.seed)
-    kwargs = dict(bias=p.bias, batch_first=p.batch_first, dropout=p.dropout, bidirectional=p.bi)
+    kwargs = dict(bias=p.bias, batch_first=p.batch_first, dropout=p.dropout, bidirectional=p.bi, proj_size=p.proj)
     ours = LSTM(p.I, p.H, p.layers, **kwargs, dtype=p.dtype).to(DEVICE).train(p.train_mode)
     ref = nn.LSTM(p.I, p.H, p.layers, **kwargs, dtype=torch.float64).train(p.train_mode)
     ref.load_state_dict({k: v.double() for k, v in ours.state_dict().items()})
@@ -196,11 +211,12 @@ def make_data(p: Problem):
     g = torch.Generator().manual_seed(p.seed)
     x_base, s_base = base_shapes(p)
     x = (p.scale * torch.randn(x_base, generator=g, dtype=torch.float64)).to(p.dtype).double()
-    hx = None if s_base is None else [torch.randn(s_base, generator=g, dtype=torch.float64).to(p.dtype).double()]
-    if hx is not None:
-        hx.append(torch.randn(s_base, generator=g, dtype=torch.float64).to(p.dtype).double())
-    y_shape = (*x_shape(p)[:-1], p.dirs * p.H)
-    loss_w = [torch.randn(s, generator=g, dtype=torch.float64) for s in (y_shape, state_shape(p), state_shape(p))]
+    hx = None
+    if s_base is not None:
+        hx = [torch.randn(s, generator=g, dtype=torch.float64).to(p.dtype).double() for s in s_base]
+    y_shape = (*x_shape(p)[:-1], p.dirs * p.width)
+    shapes = (y_shape, state_shape(p), state_shape(p, cell=True))
+    loss_w = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
     return x, hx, loss_w
 
 
@@ -247,7 +263,9 @@ def run(p: Problem, module, x_base, hx_base, loss_w, dtype, device, grad: tuple[
     x_leaf = x_base.to(device, dtype, copy=True).requires_grad_(grad[0])
     hx_leaves = None if hx_base is None else [t.to(device, dtype, copy=True).requires_grad_(grad[1]) for t in hx_base]
     module.requires_grad_(grad[2])
-    hx = None if hx_leaves is None else tuple(hx_view(p, t) for t in hx_leaves)
+    hx = None
+    if hx_leaves is not None:
+        hx = (hx_view(p, hx_leaves[0], cell=False), hx_view(p, hx_leaves[1], cell=True))
     with torch.set_grad_enabled(any(grad)):
         y, (h_n, c_n) = forward(p, module, x_view(p, x_leaf), hx)
         if any(grad):
