@@ -24,7 +24,9 @@ def run_parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--sweep", nargs="+", choices=list(SWEEPS), help="named sweeps (default: default; cpu on a CPU)")
     which.add_argument("--quick", action="store_true", help="a few points in seconds (the cpu sweep on a CPU)")
-    p.add_argument("--providers", nargs="+", help="providers to run (default: all but ours_heuristic; see --list)")
+    p.add_argument(
+        "--providers", nargs="+", help="providers to run (default: all but ours_heuristic, ours_compiled; see --list)"
+    )
     p.add_argument("--T", type=int, nargs="+", help="sequence lengths, replacing the sweep's")
     p.add_argument("--H", type=int, nargs="+", help="hidden sizes, replacing the sweep's")
     p.add_argument("--B", type=int, nargs="+", help="batch sizes, replacing the sweep's")

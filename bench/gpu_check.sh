@@ -6,7 +6,8 @@
 #   3. timings against cuDNN (eager and CUDA graph) on the grid, inference, then training and
 #      variable lengths with what time is left,
 #   4. one small case of each kernel under compute-sanitizer memcheck and racecheck, GPU stress,
-#      long-sequence drift.
+#      long-sequence drift, then LSTMs with projections and our LSTM under torch.compile against
+#      cuDNN on a few shapes.
 # Steps run in that order of value; a step starts only while the budget lasts. Everything lands
 # in $OUT (the device tool's folder; a temporary one otherwise), at most 8 files: gpu_check.log
 # (all steps), aot.jsonl, report.tgz (the bench report, reports/<gpu>-<date>-<commit>/: commit
@@ -65,6 +66,8 @@ step stress 60 python3 -m bench.gpu_stress --budget-s 20
 step long_sequences 60 python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/test_long_sequences.py
 step bench_train 90 python3 -m bench --sweep training --providers ours cudnn cudnn_graph --budget-s 45 --out "$report"
 step bench_packed 60 python3 -m bench --sweep packed --providers ours cudnn --budget-s 30 --out "$report"
+step bench_proj 60 python3 -m bench --sweep proj --providers ours cudnn cudnn_graph --budget-s 40 --out "$report"
+step bench_compiled 60 python3 -m bench --sweep quick --providers ours ours_compiled cudnn_graph --budget-s 40 --out "$report"
 [ -d "$report" ] && tar czf "$OUT/report.tgz" "$report" && echo "report: $report (packed in $OUT/report.tgz)" | tee -a "$LOG"
 echo "gpu_check: $([ $status -eq 0 ] && echo ok || echo FAILED) in $((SECONDS - start)) s" | tee -a "$LOG"
 exit $status

@@ -12,7 +12,15 @@ from matplotlib.ticker import FuncFormatter
 from .results import OK
 from .speedup import PAIRS, ratio
 
-COLORS = {"ours": "C3", "ours_graph": "C1", "ours_heuristic": "C5", "cudnn": "C0", "cudnn_graph": "C2", "pytorch": "C7"}
+COLORS = {
+    "ours": "C3",
+    "ours_graph": "C1",
+    "ours_heuristic": "C5",
+    "ours_compiled": "C4",
+    "cudnn": "C0",
+    "cudnn_graph": "C2",
+    "pytorch": "C7",
+}
 PANEL_IN = (4.2, 3.4)  # inches per panel
 TITLE_IN = 0.6
 MAX_COLS = 4

@@ -55,6 +55,18 @@ class HeuristicLSTM(LSTM):
             return super().forward(*args, **kwargs)
 
 
+class CompiledLSTM(LSTM):
+    """lstm_triton.LSTM called through ``torch.compile`` (inductor), as inside a compiled model.
+    Each new shape compiles in the warm-up calls, before any timed run."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._compiled_forward = torch.compile(super().forward)
+
+    def forward(self, *args, **kwargs):
+        return self._compiled_forward(*args, **kwargs)
+
+
 def route(case: Case, module: LSTM, x: torch.Tensor) -> tuple[LSTMConfig | None, str | None]:
     """Our kernel config for this case, or why our module would run PyTorch's LSTM instead;
     asked in the grad mode of the timed call, which decides between tuned and heuristic configs."""
@@ -76,6 +88,14 @@ PROVIDERS = {
             "lstm_triton.LSTM on the heuristic's configs, tuned caches off (eager; only with --providers)",
             HeuristicLSTM.from_torch,
             ours=True,
+            default=False,
+        ),
+        Provider(
+            "ours_compiled",
+            "lstm_triton.LSTM under torch.compile (inductor; GPU only, only with --providers)",
+            CompiledLSTM.from_torch,
+            ours=True,
+            needs_cuda=True,
             default=False,
         ),
         Provider("cudnn", "torch.nn.LSTM on cuDNN, eager", _copy, needs_cuda=True),

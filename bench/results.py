@@ -18,7 +18,7 @@ SKIPPED = "skipped"  # the provider cannot run here (no GPU, CUDA graph capture 
 ERROR = "error"
 STATUSES = (OK, WRONG, UNSUPPORTED, ROUTED, SKIPPED, ERROR)
 
-KEY = ("sweep", "provider", "mode", "dtype", "T", "B", "H", "I", "layers", "dirs")
+KEY = ("sweep", "provider", "mode", "dtype", "T", "B", "H", "I", "layers", "dirs", "proj")
 MEASURES = (
     "status",
     "reason",
@@ -76,6 +76,8 @@ def key_of(row: dict) -> tuple[str, ...]:
 def load(path: Path) -> pd.DataFrame:
     """The results, last row per key (a rerun's row replaces an earlier error)."""
     df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    if "proj" not in df.columns:  # written before the bench measured projections: none
+        df.insert(list(df.columns).index("dirs") + 1, "proj", 0)
     missing = set(SCHEMA) - set(df.columns)
     if missing:
         raise ValueError(f"{path} lacks the columns {sorted(missing)}")

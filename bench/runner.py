@@ -53,7 +53,13 @@ def base_module(case: Case, device: str) -> nn.LSTM:
     """The case's nn.LSTM: the same weights for every provider and on every rerun."""
     torch.manual_seed(zlib.crc32(case.label().encode()))
     return nn.LSTM(
-        case.I, case.H, case.layers, bidirectional=case.dirs == 2, device=device, dtype=getattr(torch, case.dtype)
+        case.I,
+        case.H,
+        case.layers,
+        bidirectional=case.dirs == 2,
+        proj_size=case.proj,
+        device=device,
+        dtype=getattr(torch, case.dtype),
     )
 
 

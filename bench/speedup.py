@@ -12,6 +12,7 @@ PAIRS = (
     ("ours", "cudnn_graph"),
     ("ours_graph", "cudnn_graph"),
     ("ours", "pytorch"),
+    ("ours_compiled", "cudnn_graph"),
     ("ours", "ours_heuristic"),
 )
 CASE = [k for k in KEY if k != "provider"]

@@ -25,7 +25,8 @@ BACKWARD_FLOPS = 2  # backward costs about twice the forward's matmul work (dgat
 @dataclass(frozen=True)
 class Case:
     """One shape, dtype and mode. ``I`` is the first layer's input size; later layers take
-    ``dirs * H`` as nn.LSTM does. Inputs are time-major ``[T, B, I]``."""
+    ``dirs * width`` as nn.LSTM does. Inputs are time-major ``[T, B, I]``. ``proj``: nn.LSTM's
+    ``proj_size`` (0: no projections)."""
 
     sweep: str
     mode: str
@@ -36,14 +37,23 @@ class Case:
     I: int
     layers: int
     dirs: int
+    proj: int = 0
+
+    @property
+    def width(self) -> int:
+        """Of h and of each direction's output: proj_size, or H without projections."""
+        return self.proj or self.H
 
     def flops(self) -> float:
-        """Matmul FLOPs of one call: per layer and direction T*B*(2*4H*I + 2*4H*H), elementwise
-        work ignored; training adds the backward's."""
+        """Matmul FLOPs of one call, as nn.LSTM defines the layer: per layer and direction
+        T*B*(2*4H*I + 2*4H*W (+ 2*H*W, the projection)), W the width of h; elementwise work
+        ignored; training adds the backward's."""
         total = 0.0
+        W = self.width
         for layer in range(self.layers):
-            inp = self.I if layer == 0 else self.dirs * self.H
-            total += self.dirs * self.T * self.B * (2 * 4 * self.H * inp + 2 * 4 * self.H * self.H)
+            inp = self.I if layer == 0 else self.dirs * W
+            per_token = 2 * 4 * self.H * inp + 2 * 4 * self.H * W + (2 * self.H * W if self.proj else 0)
+            total += self.dirs * self.T * self.B * per_token
         return total * self.tokens() / (self.T * self.B) * (1 + BACKWARD_FLOPS if is_training(self.mode) else 1)
 
     def lengths(self) -> list[int]:
@@ -62,7 +72,8 @@ class Case:
 
     def label(self) -> str:
         d = "bi" if self.dirs == 2 else "uni"
-        return f"{self.sweep} {self.mode} {self.dtype} T={self.T} H={self.H} B={self.B} L={self.layers} {d}"
+        proj = f" R={self.proj}" if self.proj else ""
+        return f"{self.sweep} {self.mode} {self.dtype} T={self.T} H={self.H}{proj} B={self.B} L={self.layers} {d}"
 
 
 @dataclass(frozen=True)
@@ -80,13 +91,15 @@ class Sweep:
     dtypes: tuple[str, ...] = ("bfloat16",)
     modes: tuple[str, ...] = (FWD,)
     I: tuple[int, ...] | None = None
+    proj_ratio: tuple[int, ...] = ()  # with projections: proj_size = H // ratio; () none
 
     def cases(self) -> list[Case]:
         grid = itertools.product(self.dtypes, self.modes, self.dirs, self.layers, self.T, self.H, self.B)
         out = []
         for dtype, mode, dirs, layers, T, H, B in grid:
             for inp in self.I or (H,):
-                out.append(Case(self.name, mode, dtype, T, B, H, inp, layers, dirs))
+                for proj in [H // r for r in self.proj_ratio] or [0]:
+                    out.append(Case(self.name, mode, dtype, T, B, H, inp, layers, dirs, proj))
         return out
 
     def override(self, **values) -> "Sweep":
@@ -125,6 +138,16 @@ SWEEPS = {
         Sweep("layers", "stacked layers", (256,), (256, 1024), (8, 64), layers=(1, 2, 4)),
         Sweep("training", "forward + backward (training)", (256,), GRID_H, GRID_B, modes=(FWDBW,)),
         Sweep("quick", "a few GPU points, seconds", (256,), (256, 1024), (1, 64)),
+        Sweep(
+            "proj",
+            "LSTM with projections (speech): proj_size H/4, two layers, inference and training",
+            (256,),
+            (512, 1024),
+            (8, 64),
+            layers=(2,),
+            modes=(FWD, FWDBW),
+            proj_ratio=(4,),
+        ),
         Sweep(
             "packed",
             "variable lengths: PackedSequence input against padded input of the same maximum length",

@@ -22,20 +22,20 @@ class CaptureError(RuntimeError):
 
 class Inputs:
     """``n_sets`` draws of random inputs (never zeros) and the buffers a call reads:
-    x [T, B, I], h0 and c0 [layers * dirs, B, H], and in training gy [T, B, dirs * H], the
-    gradient of the output. ``load(k)`` copies draw ``k`` into the buffers; draw 0 is the
-    correctness gate's. In training ``x`` requires grad. ``lengths``: the case's sequence
-    lengths (a CPU tensor, as packing takes them)."""
+    x [T, B, I], h0 [layers * dirs, B, W] (W: proj_size, or H), c0 [layers * dirs, B, H], and
+    in training gy [T, B, dirs * W], the gradient of the output. ``load(k)`` copies draw ``k``
+    into the buffers; draw 0 is the correctness gate's. In training ``x`` requires grad.
+    ``lengths``: the case's sequence lengths (a CPU tensor, as packing takes them)."""
 
     def __init__(self, case: Case, device: str, n_sets: int):
         dtype = getattr(torch, case.dtype)
         shapes = {
             "x": (case.T, case.B, case.I),
-            "h0": (case.layers * case.dirs, case.B, case.H),
+            "h0": (case.layers * case.dirs, case.B, case.width),
             "c0": (case.layers * case.dirs, case.B, case.H),
         }
         if is_training(case.mode):
-            shapes["gy"] = (case.T, case.B, case.dirs * case.H)
+            shapes["gy"] = (case.T, case.B, case.dirs * case.width)
         self.sets = [{k: torch.randn(s, device=device, dtype=dtype) for k, s in shapes.items()} for _ in range(n_sets)]
         self.buf = {k: v.clone() for k, v in self.sets[0].items()}
         self.buf["x"].requires_grad_(is_training(case.mode))

@@ -39,3 +39,13 @@ def test_zero_budget_measures_nothing_and_says_how_to_resume(tmp_path, capsys):
     assert main([*args, "--mode", "fwd", "--budget-s", "0", "--out", str(tmp_path)]) == 0
     assert "5 rows left; run the same command again to resume" in capsys.readouterr().out
     assert not (tmp_path / "results.csv").exists()
+
+
+@pytest.mark.skipif(not interpreting(), reason="the CPU run in this process needs the interpreter on")
+def test_projection_sweep_trains_on_our_kernels(tmp_path):
+    """The proj sweep, shrunk for the interpreter: our kernels pass the gate in training."""
+    args = ["--device", "cpu", "--sweep", "proj", "--T", "3", "--H", "16", "--B", "2", "--dirs", "2"]
+    args += ["--dtype", "float32", "--mode", "fwdbw", "--providers", "ours", "pytorch", "--out", str(tmp_path)]
+    assert main(args) == 0
+    df = pd.read_csv(tmp_path / "results.csv").set_index("provider")
+    assert (df["status"] == "ok").all() and (df["proj"] == 4).all(), df[["status", "reason"]]

@@ -96,3 +96,17 @@ def test_flops():
     layer1 = 2 * 2 * 3 * (8 * 4 * 8 + 8 * 4 * 4)
     assert c.flops() == layer0 + layer1
     assert dataclasses.replace(c, mode="fwdbw").flops() == 3 * c.flops()
+
+
+def test_projections_in_cases_flops_and_old_csvs(tmp_path):
+    proj = SWEEPS["proj"].cases()
+    assert proj and all(c.proj == c.H // 4 and c.width == c.proj for c in proj)
+    assert all(c.proj == 0 and c.width == c.H for c in SWEEPS["default"].cases())
+    c = Case("t", "fwd", "float32", T=2, B=3, H=4, I=5, layers=2, dirs=2, proj=2)
+    layer0 = 2 * 2 * 3 * (8 * 4 * 5 + 8 * 4 * 2 + 2 * 4 * 2)
+    layer1 = 2 * 2 * 3 * (8 * 4 * 4 + 8 * 4 * 2 + 2 * 4 * 2)
+    assert c.flops() == layer0 + layer1 and "R=2" in c.label()
+    # a results file written before the proj column loads as cases without projections
+    path = tmp_path / "old.csv"
+    pd.DataFrame([_row()]).drop(columns="proj").to_csv(path, index=False)
+    assert load(path)["proj"].tolist() == [0]

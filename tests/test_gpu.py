@@ -15,6 +15,7 @@ from lstm_triton.launch import PERSISTENT, STEPWISE, lstm_recurrent_fwd
 from lstm_triton.layout import pack_layer
 from lstm_triton.reference import lstm_reference
 from tests.helpers import DTYPES, assert_close, dtype_id, tolerance
+from tests.test_backward import grad_tolerance
 
 pytestmark = pytest.mark.gpu
 T_CHECK = 64  # long enough for errors to compound, short enough for the float64 reference
@@ -144,7 +145,7 @@ def float64_grads(ref, x, hx, gy):
 def test_grid_gradients_against_float64_and_cudnn(H, bi, dtype):
     """Every gradient on the bench grid against a float64 reference, and never far above
     cuDNN's own error on the same inputs."""
-    tol = {torch.float32: 3e-3, torch.float16: 5e-3, torch.bfloat16: 4e-2}[dtype]
+    tol = grad_tolerance(dtype)
     for B in GRID_B:
         ours, ref, x, hx = grid_problem(H, B, bi, dtype)
         gy = torch.randn(*x.shape[:2], ours.num_directions * H, device="cuda", dtype=torch.float64)
@@ -154,6 +155,36 @@ def test_grid_gradients_against_float64_and_cudnn(H, bi, dtype):
         for i, (g, w, c) in enumerate(zip(got, want, cudnn, strict=True)):
             assert_close(f"B={B} grad {i}", g, w, tol)
             assert rel_err(g, w) <= max(tol / 2, 4 * rel_err(c, w)), (B, i, "far above cuDNN's error")
+
+
+PROJ_H, PROJ_R, PROJ_B = 512, 128, 16  # a speech-style LSTM with projections
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_projections_against_float64_and_cudnn(dtype):
+    """proj_size > 0, two bidirectional layers: outputs and every gradient against float64,
+    never far above cuDNN's own error."""
+    torch.manual_seed(7)
+    ref = nn.LSTM(PROJ_H, PROJ_H, num_layers=2, bidirectional=True, proj_size=PROJ_R, device="cuda", dtype=dtype)
+    ours = LSTM.from_torch(ref)
+    x = torch.randn(T_CHECK, PROJ_B, PROJ_H, device="cuda", dtype=dtype)
+    hx = (
+        torch.randn(4, PROJ_B, PROJ_R, device="cuda", dtype=dtype),
+        torch.randn(4, PROJ_B, PROJ_H, device="cuda", dtype=dtype),
+    )
+    assert ours.kernel_plan(x, hx, training=True).reason is None
+    with torch.no_grad():
+        y, _ = ours(x, hx)
+        want_y, _ = lstm_reference(ref, x, hx)
+        cudnn_y, _ = ref(x, hx)
+    assert_close("output", y, want_y, tolerance(dtype))
+    assert rel_err(y, want_y) <= max(tolerance(dtype) / 2, 4 * rel_err(cudnn_y, want_y)), "far above cuDNN's error"
+    gy = torch.randn(T_CHECK, PROJ_B, 2 * PROJ_R, device="cuda", dtype=torch.float64)
+    tol = grad_tolerance(dtype)
+    want, got, cudnn = float64_grads(ref, x, hx, gy), grads_of(ours, x, hx, gy), grads_of(ref, x, hx, gy)
+    for i, (g, w, c) in enumerate(zip(got, want, cudnn, strict=True)):
+        assert_close(f"grad {i}", g, w, tol)
+        assert rel_err(g, w) <= max(tol / 2, 4 * rel_err(c, w)), (i, "far above cuDNN's error")
 
 
 def test_gradients_reproducible_on_gpu():
