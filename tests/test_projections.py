@@ -200,3 +200,15 @@ def test_inference_cache_sees_a_changed_projection():
         after, _ = ours(x)
     want, _ = lstm_reference(ours, x)
     assert_close("output after negating weight_hr", after, want, tolerance(F32))
+
+
+def test_initial_state_of_the_wrong_width_raises_as_nn_lstm():
+    """h_0 is proj_size wide, c_0 hidden_size wide: swapped widths raise nn.LSTM's RuntimeError,
+    naming the state."""
+    ours, ref = make_pair(Case(B=2, T=3, H=6, R=2, I=3))
+    x = torch.randn(3, 2, 3)
+    for hx, which in (((torch.randn(1, 2, 6), torch.randn(1, 2, 6)), "h_0"), ((torch.randn(1, 2, 2),) * 2, "c_0")):
+        with pytest.raises(RuntimeError):
+            ref(x, hx)
+        with pytest.raises(RuntimeError, match=f"Expected {which} of size"):
+            ours(x.to(DEVICE), tuple(t.to(DEVICE) for t in hx))
