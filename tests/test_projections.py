@@ -14,26 +14,20 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import lstm_triton.module
 from lstm_triton import LSTM, LSTMConfig
 from lstm_triton.reference import lstm_reference
-from tests.helpers import DEVICE, assert_close, dtype_id, tolerance
+from tests import test_forward as forward
+from tests.helpers import DEVICE, assert_close, tolerance
 from tests.test_backward import grad_tolerance
 
-F32, BF16, F16 = torch.float32, torch.bfloat16, torch.float16
+F32, BF16, F16 = forward.F32, forward.BF16, forward.F16
 
 
 @dataclass(frozen=True)
-class Case:
-    B: int
-    T: int
-    H: int
-    R: int  # proj_size
-    I: int
-    layers: int = 1
-    bi: bool = False
-    batch_first: bool = False
-    init: bool = False
-    varlen: bool = False  # lengths= with sequences of different lengths
-    dtype: torch.dtype = F32
-    config: LSTMConfig | None = None  # None: the module's own choice
+class Case(forward.Case):
+    """A forward test case with projections (``R``: proj_size) and, with ``varlen``, lengths=
+    of sequences of different lengths."""
+
+    R: int = 1
+    varlen: bool = False
 
     @property
     def D(self) -> int:
@@ -41,12 +35,7 @@ class Case:
 
     @property
     def id(self):
-        split = "" if self.config is None else f"-P{-(-self.H // self.config.block_h)}"
-        return (
-            f"B{self.B}-T{self.T}-H{self.H}-R{self.R}-L{self.layers}-{'bi' if self.bi else 'uni'}"
-            f"{'-bf' if self.batch_first else ''}{'-h0' if self.init else ''}{'-varlen' if self.varlen else ''}"
-            f"-{dtype_id(self.dtype)}{split}"
-        )
+        return f"{super().id}-R{self.R}{'-varlen' if self.varlen else ''}"
 
 
 CASES = [
@@ -57,19 +46,7 @@ CASES = [
     Case(B=3, T=5, H=20, R=16, I=4, layers=2, batch_first=True, init=True, dtype=F16),
     # P > 1: the unprojected state exchanged between programs through the output
     Case(B=3, T=6, H=40, R=6, I=5, bi=True, init=True, config=LSTMConfig(block_h=16, block_b=4)),
-    Case(
-        B=4,
-        T=5,
-        H=24,
-        R=8,
-        I=3,
-        layers=2,
-        bi=True,
-        init=True,
-        varlen=True,
-        dtype=BF16,
-        config=LSTMConfig(block_h=8, block_b=2),
-    ),
+    Case(B=4, T=5, H=24, R=8, I=3, layers=2, bi=True, init=True, varlen=True, dtype=BF16, config=LSTMConfig(8, 2)),
 ]
 
 
@@ -95,17 +72,19 @@ def random_inputs(case: Case):
     return x, hx, lengths
 
 
-def use_config(case: Case, monkeypatch):
+def prepare(case: Case, monkeypatch, training: bool):
+    """The modules and inputs of ``case``, its forced config in place; our kernels must run."""
     if case.config is not None:
         monkeypatch.setattr(lstm_triton.module, "select_config", lambda *a, **k: case.config)
+    ours, ref = make_pair(case)
+    x, hx, lengths = random_inputs(case)
+    assert ours.kernel_plan(x, hx, training=training, lengths=lengths).reason is None
+    return ours, ref, x, hx, lengths
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
 def test_forward_matches_reference(case, monkeypatch):
-    use_config(case, monkeypatch)
-    ours, ref = make_pair(case)
-    x, hx, lengths = random_inputs(case)
-    assert ours.kernel_plan(x, hx, training=False, lengths=lengths).reason is None
+    ours, ref, x, hx, lengths = prepare(case, monkeypatch, training=False)
     want_y, (want_h, want_c) = lstm_reference(ref, x, hx, lengths=lengths)
     on_device = None if hx is None else tuple(t.to(DEVICE) for t in hx)
     with torch.no_grad():
@@ -120,10 +99,7 @@ def test_forward_matches_reference(case, monkeypatch):
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
 def test_gradients_match_reference(case, monkeypatch):
-    use_config(case, monkeypatch)
-    ours, ref = make_pair(case)
-    x, hx, lengths = random_inputs(case)
-    assert ours.kernel_plan(x, hx, training=True, lengths=lengths).reason is None
+    ours, ref, x, hx, lengths = prepare(case, monkeypatch, training=True)
     shape_y = (*x.shape[:2], case.D * case.R)
     gy = torch.randn(shape_y, dtype=torch.float64)
     gh = torch.randn(case.layers * case.D, case.B, case.R, dtype=torch.float64)
