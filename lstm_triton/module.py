@@ -1,5 +1,6 @@
 """``lstm_triton.LSTM``: ``torch.nn.LSTM`` with its recurrence on our persistent kernels."""
 
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -108,7 +109,10 @@ class LSTM(nn.RNNBase):
         if isinstance(input, PackedSequence):
             batch = int(input.batch_sizes[0])
         else:
-            batch = 1 if input.dim() == 2 else input.shape[0 if self.batch_first else 1]
+            # operator.index: under torch.compile, a batch size traced symbolically (dynamo does
+            # after a second one) becomes a guarded constant again: the configs depend on its
+            # exact value (a new batch size recompiles)
+            batch = 1 if input.dim() == 2 else operator.index(input.shape[0 if self.batch_first else 1])
         return _plan(
             self.hidden_size,
             batch,

@@ -62,6 +62,23 @@ def test_compiled_model_around_our_lstm():
         assert torch.equal(torch.compile(run, fullgraph=True, backend="aot_eager")(tokens), run(tokens))
 
 
+def test_compiled_lstm_across_changing_shapes():
+    """A compiled LSTM called with new sequence lengths and batch sizes (dynamo then traces
+    them symbolically) gives eager's results, in training too, with initial states, lengths=
+    and projections."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    ours = LSTM(5, 16, bidirectional=True, proj_size=4).to(DEVICE)
+    compiled = torch.compile(ours, fullgraph=True, backend="aot_eager")
+    for T, B in ((4, 3), (6, 5), (3, 2)):
+        x = torch.randn(T, B, 5, device=DEVICE)
+        hx = (torch.randn(2, B, 4, device=DEVICE), torch.randn(2, B, 16, device=DEVICE))
+        lengths = torch.randint(1, T + 1, (B,))
+        want = outputs_and_grads(ours, x, hx, lengths)
+        for i, (got, w) in enumerate(zip(outputs_and_grads(compiled, x, hx, lengths), want, strict=True)):
+            assert torch.equal(got, w), (T, B, i)
+
+
 def test_opcheck_recurrence_forward_and_backward():
     torch.manual_seed(0)
     H, I, T, B, cfg = 12, 5, 4, 3, LSTMConfig(block_h=16, block_b=4)
