@@ -96,8 +96,9 @@ class LSTM(nn.RNNBase):
         configs, or PyTorch's LSTM and why. ``training``: whether autograd will differentiate
         the call (default: as the call would decide, from grad mode and what requires grad)."""
         data = input.data if isinstance(input, PackedSequence) else input
-        if data.dtype not in KERNEL_DTYPES:
-            return KernelPlan(reason=f"{data.dtype} input")
+        dtype = self._autocast_dtype(data) or data.dtype
+        if dtype not in KERNEL_DTYPES:
+            return KernelPlan(reason=f"{dtype} input")
         if not (data.device.type == "cuda" or (data.device.type == "cpu" and interpreting())):
             return KernelPlan(reason=f"{data.device.type} tensors without TRITON_INTERPRET=1")
         if training is None:
@@ -117,7 +118,7 @@ class LSTM(nn.RNNBase):
             self.hidden_size,
             batch,
             self.num_directions,
-            data.dtype,
+            dtype,
             data.device,
             training,
             lengths is not None or isinstance(input, PackedSequence),
@@ -186,12 +187,37 @@ class LSTM(nn.RNNBase):
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
 
+    def _autocast_dtype(self, input: torch.Tensor) -> torch.dtype | None:
+        """The dtype a call runs in under autocast (``torch.autocast`` enabled for the input's
+        device, float32 weights, float32 or autocast-dtype input), else None. As cuDNN's LSTM
+        under autocast: every float32 tensor (input, states, weights) is cast to it."""
+        dev = input.device.type
+        if dev not in ("cuda", "cpu") or not torch.is_autocast_enabled(dev):
+            return None
+        amp = torch.get_autocast_dtype(dev)
+        if self.weight_ih_l0.dtype != torch.float32 or input.dtype not in (torch.float32, amp):
+            return None
+        return amp
+
     def _run(self, x, hx, plan: "KernelPlan", batch_major: bool, lengths: torch.Tensor | None):
+        """``_layers`` in the dtype of the call: under autocast the float32 input, states and
+        weights cast (differentiably) to the autocast dtype, and autocast off inside."""
+        amp = self._autocast_dtype(x)
+        if amp is None:
+            return self._layers(x, hx, plan, batch_major, lengths)
+        x = x.to(amp)
+        if hx is not None:
+            hx = tuple(t.to(amp) if t.dtype == torch.float32 else t for t in hx)
+        with torch.autocast(x.device.type, enabled=False):
+            return self._layers(x, hx, plan, batch_major, lengths, weight_dtype=amp)
+
+    def _layers(self, x, hx, plan, batch_major: bool, lengths: torch.Tensor | None, weight_dtype=None):
         """x: [T, B, I] time-major (a transposed view of a batch-major tensor when
         ``batch_major``). Returns y [T, B, D*H_out] (batch-major underneath when
         ``batch_major``), h_n [L*D, B, H_out] and c_n [L*D, B, H] (H_out: proj_size, or H
         without projections). With a backward config in the plan the layers are
-        differentiable (the training forward, saving what backward needs)."""
+        differentiable (the training forward, saving what backward needs). ``weight_dtype``: the
+        dtype to compute in when it is not the weights' own (autocast)."""
         D, H, L = self.num_directions, self.hidden_size, self.num_layers
         config, bwd_config = plan.config, plan.backward
         compiling = torch.compiler.is_compiling()
@@ -202,7 +228,7 @@ class LSTM(nn.RNNBase):
         h_n, c_n = [], []
         for layer in range(L):
             # compiled graphs pack afresh (traced ops; the cache keys on storage pointers)
-            packed = self._packed_layer(layer, config, differentiable=bwd_config is not None or compiling)
+            packed = self._packed_layer(layer, config, bwd_config is not None or compiling, weight_dtype)
             # one GEMM for all timesteps and both directions, in the input's own memory order
             inp = x.transpose(0, 1) if batch_major else x
             xp = inp.reshape(-1, inp.shape[-1])
@@ -246,10 +272,12 @@ class LSTM(nn.RNNBase):
             raise_on_timeout(err)  # one host sync for all layers
         return y, torch.cat(h_n), torch.cat(c_n)
 
-    def _packed_layer(self, layer: int, config: LSTMConfig, differentiable: bool = False) -> PackedLayer:
-        """The layer's weights in kernel layout. Differentiable (for training): packed afresh,
-        so autograd maps the packed gradients back to the parameters; otherwise cached until a
-        weight changes (in place or not)."""
+    def _packed_layer(
+        self, layer: int, config: LSTMConfig, differentiable: bool = False, dtype: torch.dtype | None = None
+    ) -> PackedLayer:
+        """The layer's weights in kernel layout, cast to ``dtype`` if given. Differentiable (for
+        training): packed afresh, so autograd maps the packed gradients back to the parameters;
+        otherwise cached until a weight changes (in place or not)."""
         sfx = ("", "_reverse")[: self.num_directions]
         w_ih, w_hh = ([getattr(self, f"{kind}_l{layer}{s}") for s in sfx] for kind in ("weight_ih", "weight_hh"))
         b_ih, b_hh = (
@@ -257,15 +285,20 @@ class LSTM(nn.RNNBase):
             for kind in ("bias_ih", "bias_hh")
         )
         w_hr = [getattr(self, f"weight_hr_l{layer}{s}") for s in sfx] if self.proj_size > 0 else None
+
+        def pack():
+            cast = [[w if (w is None or dtype is None) else w.to(dtype) for w in ws] for ws in (w_ih, w_hh, b_ih, b_hh)]
+            return pack_layer(*cast, config.block_h, None if w_hr is None else [w.to(dtype or w.dtype) for w in w_hr])
+
         if differentiable:
-            return pack_layer(w_ih, w_hh, b_ih, b_hh, config.block_h, w_hr)
+            return pack()
         params = [p for p in (*w_ih, *w_hh, *b_ih, *b_hh, *(w_hr or ())) if p is not None]
-        key = (config.block_h,) + tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        key = (config.block_h, dtype) + tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         hit = self._packed.get(layer)
         if hit is not None and hit[0] == key:
             return hit[1]
         with torch.no_grad():
-            packed = pack_layer(w_ih, w_hh, b_ih, b_hh, config.block_h, w_hr)
+            packed = pack()
         self._packed[layer] = (key, packed)
         return packed
 
@@ -354,7 +387,12 @@ def _check_forward_args(module: nn.LSTM, input, hx, batch_first: bool | None = N
             f"got {input.shape[-1]} (input shape {tuple(input.shape)})"
         )
     w = module.weight_ih_l0
-    if input.dtype != w.dtype:
+    amp = module._autocast_dtype(input)  # under autocast float32 tensors run in this dtype
+
+    def computed(dtype: torch.dtype) -> torch.dtype:
+        return amp if (amp is not None and dtype == torch.float32) else dtype
+
+    if input.dtype != w.dtype and amp is None:
         raise ValueError(
             f"{name}: input dtype ({input.dtype}) does not match weight dtype ({w.dtype}). "
             f"Convert input: input.to({w.dtype}), or convert model: model.to({input.dtype})"
@@ -386,7 +424,7 @@ def _check_forward_args(module: nn.LSTM, input, hx, batch_first: bool | None = N
             )
         if tuple(t.shape) != want:
             raise RuntimeError(f"{name}: Expected {which} of size {want}, got {tuple(t.shape)}")
-        if t.dtype != input.dtype:
+        if computed(t.dtype) != computed(input.dtype):
             raise RuntimeError(f"{name}: {which} dtype ({t.dtype}) must match the input dtype ({input.dtype})")
         if t.device != input.device:
             raise RuntimeError(f"{name}: {which} is on {t.device} but input is on {input.device}")
