@@ -1,5 +1,6 @@
 """The recurrent launcher: checks, allocation, grid and launch plan, the kernel call."""
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -218,10 +219,12 @@ def _launch_schedule(
     barrier = uses_barrier(n_prog, mode)
     chip = chip or (INTERPRETER if interp else chip_of(dev))
     cnt = torch.zeros(dirs, n_tiles, device=dev, dtype=torch.int32)
-    for s_begin, n_steps, b_tile0, nb, d0, nd, final in schedule(T, n_prog, n_tiles, dirs, mode, chip, final_pass):
-        step = Step(s_begin, n_steps, b_tile0, d0, final, barrier, interp, exact_fp32, max_spins)
-        args, kwargs = make_args(cnt, step)
-        kernel[(n_prog, nb, nd)](*args, **kwargs)
+    # Triton launches on the current device: make it the tensors' (a layer on another GPU)
+    with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():
+        for s_begin, n_steps, b_tile0, nb, d0, nd, final in schedule(T, n_prog, n_tiles, dirs, mode, chip, final_pass):
+            step = Step(s_begin, n_steps, b_tile0, d0, final, barrier, interp, exact_fp32, max_spins)
+            args, kwargs = make_args(cnt, step)
+            kernel[(n_prog, nb, nd)](*args, **kwargs)
     return barrier
 
 

@@ -187,6 +187,22 @@ def test_projections_against_float64_and_cudnn(dtype):
         assert rel_err(g, w) <= max(tol / 2, 4 * rel_err(c, w)), (i, "far above cuDNN's error")
 
 
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_a_module_on_another_gpu_than_the_current_one():
+    """Triton launches on the current device: the launcher must switch to the tensors'."""
+    torch.manual_seed(5)
+    ref = nn.LSTM(256, 256, bidirectional=True, device="cuda:1", dtype=torch.bfloat16)
+    ours = LSTM.from_torch(ref)
+    x = torch.randn(T_CHECK, 8, 256, device="cuda:1", dtype=torch.bfloat16)
+    with torch.cuda.device(0):
+        y, _ = ours(x)
+        y.float().sum().backward()  # the training path too: a fresh forward and the backward kernel
+        with torch.no_grad():
+            y_eval, _ = ours(x)
+    assert y.device == x.device and ours.weight_hh_l0.grad is not None
+    assert_close("output on cuda:1", y_eval, lstm_reference(ref, x)[0], tolerance(torch.bfloat16))
+
+
 def test_gradients_reproducible_on_gpu():
     ours, _, x, hx = grid_problem(512, 64, True, torch.bfloat16)
     gy = torch.randn(*x.shape[:2], 1024, device="cuda", dtype=torch.float64)
