@@ -79,6 +79,22 @@ def test_compiled_lstm_across_changing_shapes():
             assert torch.equal(got, w), (T, B, i)
 
 
+@pytest.mark.parametrize("strict", [False, True], ids=["non-strict", "strict"])
+def test_torch_export_keeps_our_op(strict):
+    """torch.export (for serving) traces the recurrence as our custom op, and the exported
+    program gives the module's results."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    ours = LSTM(5, 16, bidirectional=True, batch_first=True).to(DEVICE).eval()
+    x = torch.randn(3, 4, 5, device=DEVICE)
+    exported = torch.export.export(ours, (x,), strict=strict)
+    assert any(str(n.target) == "lstm_triton.recurrence.default" for n in exported.graph.nodes)
+    y, (h_n, c_n) = exported.module()(x)
+    with torch.no_grad():
+        want, (want_h, want_c) = ours(x)
+    assert torch.equal(y, want) and torch.equal(h_n, want_h) and torch.equal(c_n, want_c)
+
+
 def test_opcheck_recurrence_forward_and_backward():
     torch.manual_seed(0)
     H, I, T, B, cfg = 12, 5, 4, 3, LSTMConfig(block_h=16, block_b=4)
