@@ -189,13 +189,13 @@ class LSTM(nn.RNNBase):
 
     def _autocast_dtype(self, input: torch.Tensor) -> torch.dtype | None:
         """The dtype a call runs in under autocast (``torch.autocast`` enabled for the input's
-        device, float32 weights, float32 or autocast-dtype input), else None. As cuDNN's LSTM
-        under autocast: every float32 tensor (input, states, weights) is cast to it."""
+        device, input and weights each float32 or in the autocast dtype), else None. As cuDNN's
+        LSTM under autocast: every float32 tensor (input, states, weights) is cast to it."""
         dev = input.device.type
         if dev not in ("cuda", "cpu") or not torch.is_autocast_enabled(dev):
             return None
         amp = torch.get_autocast_dtype(dev)
-        if self.weight_ih_l0.dtype != torch.float32 or input.dtype not in (torch.float32, amp):
+        if not {self.weight_ih_l0.dtype, input.dtype} <= {torch.float32, amp}:
             return None
         return amp
 

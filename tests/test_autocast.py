@@ -67,14 +67,16 @@ def test_inference_cache_keeps_autocast_and_float32_apart():
     assert_close("bf16 under autocast", low, first, tolerance(torch.bfloat16))
 
 
-def test_autocast_accepts_a_lower_precision_input_as_nn_lstm_does():
-    """Under autocast nn.LSTM takes an input in the autocast dtype with float32 weights and
-    states; outside autocast the mismatch is a ValueError."""
-    ours = LSTM(I, H).to(DEVICE)
-    x = torch.randn(T, B, I, device=DEVICE, dtype=torch.bfloat16)
+@pytest.mark.parametrize("lower", ["input", "weights"])
+def test_autocast_takes_a_mix_of_float32_and_its_dtype_as_nn_lstm_does(lower):
+    """Under autocast nn.LSTM takes input and weights each in float32 or the autocast dtype
+    (states float32); outside autocast the mismatch is a ValueError."""
+    ours = LSTM(I, H).to(DEVICE, torch.bfloat16 if lower == "weights" else torch.float32)
+    x = torch.randn(T, B, I, device=DEVICE, dtype=torch.bfloat16 if lower == "input" else torch.float32)
     hx = (torch.randn(1, B, H, device=DEVICE), torch.randn(1, B, H, device=DEVICE))
     with torch.no_grad(), torch.autocast(DEVICE.type, dtype=torch.bfloat16):
-        y, _ = ours(x, hx)
-    assert y.dtype == torch.bfloat16
+        assert ours.kernel_plan(x, hx).reason is None
+        y, (h_n, c_n) = ours(x, hx)
+    assert y.dtype == h_n.dtype == c_n.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="does not match weight dtype"):
         ours(x, hx)
