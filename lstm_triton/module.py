@@ -286,9 +286,11 @@ class LSTM(nn.RNNBase):
         )
         w_hr = [getattr(self, f"weight_hr_l{layer}{s}") for s in sfx] if self.proj_size > 0 else None
 
+        def cast(ws):
+            return ws if (ws is None or dtype is None) else [None if w is None else w.to(dtype) for w in ws]
+
         def pack():
-            cast = [[w if (w is None or dtype is None) else w.to(dtype) for w in ws] for ws in (w_ih, w_hh, b_ih, b_hh)]
-            return pack_layer(*cast, config.block_h, None if w_hr is None else [w.to(dtype or w.dtype) for w in w_hr])
+            return pack_layer(*map(cast, (w_ih, w_hh, b_ih, b_hh)), config.block_h, cast(w_hr))
 
         if differentiable:
             return pack()
