@@ -59,7 +59,8 @@ class LSTM(nn.RNNBase):
 
     def __init__(self, *args, **kwargs):
         super().__init__("LSTM", *args, **kwargs)
-        self._packed: dict[int, tuple[tuple, PackedLayer]] = {}
+        # per layer: (key, the weights it was packed from, the packed layer)
+        self._packed: dict[int, tuple[tuple, tuple, PackedLayer]] = {}
 
     @classmethod
     def from_torch(cls, module: nn.LSTM) -> "LSTM":
@@ -297,11 +298,13 @@ class LSTM(nn.RNNBase):
         params = [p for p in (*w_ih, *w_hh, *b_ih, *b_hh, *(w_hr or ())) if p is not None]
         key = (config.block_h, dtype) + tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         hit = self._packed.get(layer)
-        if hit is not None and hit[0] == key:
-            return hit[1]
+        if hit is not None and hit[0] == key and all(a is b for a, b in zip(hit[1], params, strict=True)):
+            return hit[2]
         with torch.no_grad():
             packed = pack()
-        self._packed[layer] = (key, packed)
+        # the very tensors, held: a fresh tensor (functional_call, a parametrization) is never
+        # taken for them, even at the same address with the same version
+        self._packed[layer] = (key, tuple(params), packed)
         return packed
 
 

@@ -167,6 +167,33 @@ def test_weights_changed_in_place_are_seen():
     assert_close("after update", y, lstm_reference(ref, x)[0], TOL32)
 
 
+def test_weights_that_are_fresh_tensors_each_call_are_seen():
+    """Inference over weights that are new tensors at every call (torch.func.functional_call,
+    a weight-norm parametrization), which an allocator may place where the last call's were,
+    with the same version: every call sees its own weights, never the cached ones."""
+    torch.manual_seed(4)
+    ours, _ = pair(3, 8, bidirectional=True)
+    x = torch.randn(5, 2, 3, device=DEVICE)
+    memory = {n: torch.empty_like(p) for n, p in ours.named_parameters()}
+    for step in range(3):
+        for t in memory.values():
+            t.data.copy_(torch.randn_like(t) * 0.3)  # new values; .data: the version stays
+        params = {n: t.view_as(t) for n, t in memory.items()}  # new tensors at the same addresses
+        with torch.no_grad():
+            y, _ = torch.func.functional_call(ours, params, (x,))
+        alone = LSTM(3, 8, bidirectional=True).to(DEVICE)
+        alone.load_state_dict(params)
+        assert_close(f"functional_call {step}", y, lstm_reference(alone, x)[0], TOL32)
+
+    weight_norm = torch.nn.utils.parametrizations.weight_norm
+    normed = weight_norm(LSTM(3, 8).to(DEVICE), "weight_hh_l0")
+    for step in range(3):
+        with torch.no_grad():
+            normed.parametrizations.weight_hh_l0.original0.mul_(0.5)  # a new weight_hh_l0
+            y, _ = normed(x)
+        assert_close(f"weight norm {step}", y, lstm_reference(normed, x)[0], TOL32)
+
+
 def test_pickle_round_trip_drops_the_cache():
     ours, _ = pair(3, 4)
     x = torch.randn(5, 2, 3, device=DEVICE)
