@@ -97,6 +97,8 @@ class LSTM(nn.RNNBase):
         configs, or PyTorch's LSTM and why. ``training``: whether autograd will differentiate
         the call (default: as the call would decide, from grad mode and what requires grad)."""
         data = input.data if isinstance(input, PackedSequence) else input
+        if torch.jit.is_tracing():  # a TorchScript graph cannot hold our kernels: it records PyTorch's
+            return KernelPlan(reason="torch.jit.trace (TorchScript records PyTorch's LSTM)")
         dtype = self._autocast_dtype(data) or data.dtype
         if dtype not in KERNEL_DTYPES:
             return KernelPlan(reason=f"{dtype} input")

@@ -117,6 +117,19 @@ def test_activation_checkpointing_gives_the_same_gradients(reentrant):
         assert torch.equal(g, w), i
 
 
+def test_torch_jit_trace_records_pytorchs_lstm():
+    """A TorchScript trace cannot hold our kernels: it records PyTorch's LSTM (never a crash),
+    and the traced module computes what ours does."""
+    torch.manual_seed(0)
+    ours = LSTM(5, 16, bidirectional=True, proj_size=4).to(DEVICE).eval()
+    x = torch.randn(4, 3, 5, device=DEVICE)
+    with torch.no_grad():
+        traced = torch.jit.trace(ours, (x,))
+        assert [n.kind() for n in traced.graph.nodes() if "lstm" in n.kind()] == ["aten::lstm"]
+        x_new = torch.randn(4, 3, 5, device=DEVICE)
+        assert_close("traced", traced(x_new)[0], ours(x_new)[0], tolerance(torch.float32))
+
+
 def test_opcheck_recurrence_forward_and_backward():
     torch.manual_seed(0)
     H, I, T, B, cfg = 12, 5, 4, 3, LSTMConfig(block_h=16, block_b=4)
