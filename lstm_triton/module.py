@@ -99,6 +99,9 @@ class LSTM(nn.RNNBase):
         data = input.data if isinstance(input, PackedSequence) else input
         if torch.jit.is_tracing():  # a TorchScript graph cannot hold our kernels: it records PyTorch's
             return KernelPlan(reason="torch.jit.trace (TorchScript records PyTorch's LSTM)")
+        # torch.library's autograd for custom ops does not support torch.func transforms
+        if not torch.compiler.is_compiling() and torch._C._functorch.peek_interpreter_stack() is not None:
+            return KernelPlan(reason="inside a torch.func transform (grad, vmap, jvp, ...)")
         dtype = self._autocast_dtype(data) or data.dtype
         if dtype not in KERNEL_DTYPES:
             return KernelPlan(reason=f"{dtype} input")

@@ -130,6 +130,29 @@ def test_torch_jit_trace_records_pytorchs_lstm():
         assert_close("traced", traced(x_new)[0], ours(x_new)[0], tolerance(torch.float32))
 
 
+def test_torch_func_transforms_run_pytorchs_lstm():
+    """torch.func.grad over functional_call gets nn.LSTM's gradients (our op's autograd does
+    not support torch.func transforms, so PyTorch's LSTM runs there), and vmap fails as it
+    does for nn.LSTM."""
+    torch.manual_seed(0)
+    ours = LSTM(5, 16, bidirectional=True).to(DEVICE)
+    ref = nn.LSTM(5, 16, bidirectional=True).to(DEVICE)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(4, 3, 5, device=DEVICE)
+    grads = [
+        torch.func.grad(lambda p, m=m: torch.func.functional_call(m, p, (x,))[0].sum())(
+            {k: v.detach() for k, v in m.named_parameters()}
+        )
+        for m in (ours, ref)
+    ]
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        assert_close(f"d {name}", grads[0][name], grads[1][name], tolerance(torch.float32))
+    for module in (ours, ref):
+        with pytest.raises(RuntimeError, match="Batching rule not implemented"):
+            torch.vmap(lambda x, m=module: m(x)[0])(x[None].expand(2, -1, -1, -1))
+
+
 def test_opcheck_recurrence_forward_and_backward():
     torch.manual_seed(0)
     H, I, T, B, cfg = 12, 5, 4, 3, LSTMConfig(block_h=16, block_b=4)
