@@ -142,7 +142,7 @@ class LSTM(nn.RNNBase):
         batched = _check_forward_args(self, input, hx)
         if lengths is not None:
             T, B = (input.shape[:2] if not self.batch_first else input.shape[1::-1]) if batched else (len(input), 1)
-            lengths = _check_lengths(self, lengths, B, T)
+            lengths = _check_lengths(self, lengths, B, T, input.device)
         plan = self.kernel_plan(input, hx, lengths=lengths)
         if plan.reason is not None:
             return self._pytorch_forward(input, hx) if lengths is None else self._pytorch_lengths(input, hx, lengths)
@@ -152,7 +152,7 @@ class LSTM(nn.RNNBase):
         if self.batch_first and batched:
             x = x.transpose(0, 1)  # a view: the kernels take time-major strides
         if lengths is not None:  # as with a PackedSequence, the padding never reaches the weights
-            live = torch.arange(x.shape[0])[:, None] < lengths[None, :]
+            live = torch.arange(x.shape[0], device=lengths.device)[:, None] < lengths[None, :]
             x = x.masked_fill(~live.to(x.device)[..., None], 0)
         y, h_n, c_n = self._run(x, hx, plan, self.batch_first and batched, lengths)
         if self.batch_first and batched:
@@ -355,12 +355,17 @@ def _plan(hidden_size: int, batch: int, dirs: int, dtype, device, training: bool
     return KernelPlan(training_config(config), backward)
 
 
-def _check_lengths(module: nn.LSTM, lengths, batch: int, seq_len: int) -> torch.Tensor:
-    """``lengths=`` as a CPU int64 tensor; the errors ``pack_padded_sequence`` raises, with the
-    bad value named (values only in eager mode)."""
+def _check_lengths(module: nn.LSTM, lengths, batch: int, seq_len: int, device: torch.device) -> torch.Tensor:
+    """``lengths=`` as an int64 tensor on the CPU, or, inside CUDA graph capture, on the input's
+    ``device``, where it must already be (a copy would sync); the errors
+    ``pack_padded_sequence`` raises, with the bad value named (values only in eager mode,
+    outside capture)."""
     name = type(module).__name__
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    if capturing and not (isinstance(lengths, torch.Tensor) and lengths.device == device):
+        raise RuntimeError(f"{name}: inside CUDA graph capture, lengths must be a tensor on the input's {device}")
     try:
-        lengths = torch.as_tensor(lengths, device="cpu")
+        lengths = lengths if capturing else torch.as_tensor(lengths, device="cpu")
     except (TypeError, ValueError, RuntimeError) as e:
         raise TypeError(f"{name}: lengths must be a 1-D tensor or a list of integers, got {lengths!r}") from e
     if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
@@ -369,7 +374,7 @@ def _check_lengths(module: nn.LSTM, lengths, batch: int, seq_len: int) -> torch.
         raise RuntimeError(
             f"{name}: lengths must have one entry per batch element ({batch}), got shape {tuple(lengths.shape)}"
         )
-    if torch.compiler.is_compiling():  # the values are data inside a compiled graph: not checked
+    if torch.compiler.is_compiling() or capturing:  # the values are data in a graph: not checked
         return lengths.long()
     lo, hi = int(lengths.min()), int(lengths.max())
     if lo <= 0 or hi > seq_len:

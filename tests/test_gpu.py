@@ -239,6 +239,35 @@ def test_cuda_graph_capture_inference_and_training():
     assert_close("replayed dx", x_new.grad, x64.grad, 4e-2)
 
 
+def test_cuda_graph_capture_with_device_lengths_and_projections():
+    """lengths= as a device tensor inside capture (a CPU one would need a sync), projections and
+    h_0: the replay follows new inputs and new lengths written into the captured tensors."""
+    torch.manual_seed(9)
+    ref = nn.LSTM(128, 256, bidirectional=True, proj_size=64, device="cuda", dtype=torch.bfloat16)
+    ours = LSTM.from_torch(ref)
+    x = torch.randn(T_CHECK, 8, 128, device="cuda", dtype=torch.bfloat16)
+    hx = (
+        torch.randn(2, 8, 64, device="cuda", dtype=torch.bfloat16),
+        torch.randn(2, 8, 256, device="cuda", dtype=torch.bfloat16),
+    )
+    lengths = torch.randint(1, T_CHECK + 1, (8,), device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.no_grad():
+        for _ in range(3):
+            ours(x, hx, lengths=lengths)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        static_y, _ = ours(x, hx, lengths=lengths)
+    for _ in range(2):
+        x.copy_(torch.randn_like(x))
+        lengths.copy_(torch.randint(1, T_CHECK + 1, (8,), device="cuda"))
+        graph.replay()
+        want, _ = lstm_reference(ref, x, hx, lengths=lengths.cpu())
+        assert_close("replayed output", static_y, want, tolerance(torch.bfloat16))
+
+
 def test_torch_compile_with_inductor_on_gpu():
     ours, ref, x, hx = grid_problem(256, 8, True, torch.bfloat16)
     compiled = torch.compile(ours, fullgraph=True)
