@@ -161,6 +161,8 @@ def _lstm_bwd_kernel(
         tl.store(p_dx + o_xt, _cast_for_store(b_dg, p_dx.dtype.element_ty, UPCAST), mask=m_b[:, None])
         if USE_BARRIER:
             _grid_barrier(p_cnt + d * tl.cdiv(B, BLOCK_B) + b_tile, p_err, n_prog * (s - s_begin + 1), max_spins)
+        else:  # one program: its warps reload elements other warps stored (the layouts differ)
+            tl.debug_barrier()
 
     if final != 0:  # dh_0 from the dgates of the forward's first step (each row's time of step 0)
         t_first, _ = _row_times(0, d, lens)

@@ -160,6 +160,8 @@ def _lstm_fwd_kernel(
         b_x = tl.load(p_x + (o_xrow + t_next * stride_xt)[:, None] + o_n, mask=(rows_next & more)[:, None], other=0.0)
         if USE_BARRIER:
             _grid_barrier(p_cnt + d * tl.cdiv(B, BLOCK_B) + b_tile, p_err, n_prog * (s - s_begin + 1), max_spins)
+        else:  # one program: its warps reload elements other warps stored (the layouts differ)
+            tl.debug_barrier()
         # h_t of the whole group; .cg: read through L2, never from this SM's L1, which other
         # programs' stores bypass
         o_yh, m_h = _row_tile(o_yrow + t * stride_yt, m_b, H, H_PAD, SPLIT_K)
