@@ -8,6 +8,7 @@ import triton
 
 from ._env import interpreting
 from .configs import INTERPRETER, Chip, LSTMConfig, check_config, chip_of, thread_registers
+from .kernels.common import BARRIER_POISON
 from .kernels.lstm_bwd import _lstm_bwd_kernel
 from .kernels.lstm_fwd import _lstm_fwd_kernel
 from .layout import PackedLayer, padded_gate_columns
@@ -15,6 +16,9 @@ from .layout import PackedLayer, padded_gate_columns
 # Polls before a barrier wait gives up (a few seconds on a GPU): only a bug gets there, since
 # every program of a group is resident (cooperative launch).
 BARRIER_MAX_SPINS = 1 << 22
+# The highest count a group's int32 barrier counter may reach in one launch (P per step): below
+# the poison value a time-out writes, so longer sequences run as several persistent launches.
+MAX_BARRIER_COUNT = BARRIER_POISON.value - 1
 
 PERSISTENT, STEPWISE = "persistent", "stepwise"
 
@@ -71,10 +75,16 @@ class Saved:
 
 def schedule(T: int, n_prog: int, n_tiles: int, dirs: int, mode: str, chip: Chip, final_pass: bool = False):
     """The launches of one recurrence, ``(s_begin, n_steps, b_tile0, n_tiles, d0, n_dirs, final)``
-    each: persistent launches run every step behind the grid barrier; stepwise launches run one
-    step each, and ``final_pass`` adds a launch of no step for what needs the last step complete."""
+    each: persistent launches run every step behind the grid barrier (in chunks of steps whose
+    barrier count stays within MAX_BARRIER_COUNT); stepwise launches run one step each, and
+    ``final_pass`` adds a launch of no step for what needs the last step complete."""
     if mode == PERSISTENT:
-        return [(0, T, b0, nb, d0, nd, True) for b0, nb, d0, nd in launch_groups(n_prog, n_tiles, dirs, chip)]
+        chunk = MAX_BARRIER_COUNT // n_prog
+        return [
+            (s0, min(chunk, T - s0), b0, nb, d0, nd, s0 + chunk >= T)
+            for s0 in range(0, T, chunk)
+            for b0, nb, d0, nd in launch_groups(n_prog, n_tiles, dirs, chip)
+        ]
     if mode == STEPWISE:
         steps = [(s, 1, 0, n_tiles, 0, dirs, False) for s in range(T)]
         return steps + ([(T, 0, 0, n_tiles, 0, dirs, True)] if final_pass else [])
@@ -221,7 +231,11 @@ def _launch_schedule(
     cnt = torch.zeros(dirs, n_tiles, device=dev, dtype=torch.int32)
     # Triton launches on the current device: make it the tensors' (a layer on another GPU)
     with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():
+        chunk_begin = 0
         for s_begin, n_steps, b_tile0, nb, d0, nd, final in schedule(T, n_prog, n_tiles, dirs, mode, chip, final_pass):
+            if barrier and s_begin != chunk_begin:  # a new chunk of steps: its barrier counts from 0
+                cnt.zero_()
+                chunk_begin = s_begin
             step = Step(s_begin, n_steps, b_tile0, d0, final, barrier, interp, exact_fp32, max_spins)
             args, kwargs = make_args(cnt, step)
             kernel[(n_prog, nb, nd)](*args, **kwargs)

@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
+import lstm_triton.launch
 from lstm_triton import BarrierTimeoutError, LSTMConfig
 from lstm_triton.configs import Chip
-from lstm_triton.launch import PERSISTENT, STEPWISE, launch_groups, lstm_recurrent_bwd, lstm_recurrent_fwd
+from lstm_triton.launch import PERSISTENT, STEPWISE, launch_groups, lstm_recurrent_bwd, lstm_recurrent_fwd, schedule
 from lstm_triton.layout import pack_layer
 from lstm_triton.reference import lstm_reference
 from tests.helpers import DEVICE, assert_close, tolerance
@@ -125,5 +126,38 @@ def test_backward_modes_agree(init):
     grads = [lstm_recurrent_bwd(dy, dh_n, dc_n, layer, y, h0, c0, saved, cfg, mode=m) for m in (PERSISTENT, STEPWISE)]
     for name, a, b in zip(("dxp", "dw_hh", "dh0", "dc0"), *grads, strict=True):
         assert (a is None) == (b is None) == (name == "dh0" and not init), name
+        if a is not None:
+            assert torch.isfinite(a).all() and torch.equal(a, b), name
+
+
+def test_long_sequences_run_as_chunks_within_the_barrier_count():
+    """A persistent launch counts P arrivals per step on an int32 counter that a time-out
+    poisons with 1 << 30: longer sequences split into launches of fewer steps, each step of
+    each group exactly once, the backward's dh_0 in the last."""
+    chip = Chip("tiny", n_sm=3, smem_per_block=1 << 20)
+    P, T = 3, 1000
+    plan = schedule(10**9, P, 2, 2, PERSISTENT, chip)  # 3 * 10**9 arrivals in one launch would overflow
+    assert max(n * P for _, n, *_ in plan) <= lstm_triton.launch.MAX_BARRIER_COUNT < 1 << 30
+    assert [final for *_, final in plan].count(True) == 2 * 2 and len(plan) > 2 * 2
+    assert sum(n for _, n, *_ in plan) == 10**9 * 2 * 2  # every step of the 4 groups, one launch each
+    small = schedule(T, P, 1, 1, PERSISTENT, chip)
+    assert small == [(0, T, 0, 1, 0, 1, True)]
+
+
+@pytest.mark.parametrize("init", [False, True], ids=["zeros", "h0"])
+def test_chunked_persistent_launches_match_stepwise(init, monkeypatch):
+    """Persistent launches of 3 steps each (T = 7: 3 chunks, counters zeroed between them)
+    give the stepwise schedule's bits, forward and backward."""
+    monkeypatch.setattr(lstm_triton.launch, "MAX_BARRIER_COUNT", 3)  # P = 1: 3 steps a launch
+    xp, layer, h0, c0, _ = packed_problem(init=init, block_h=32)
+    cfg = LSTMConfig(block_h=32, block_b=4)
+    assert len(schedule(7, 1, 2, 2, PERSISTENT, Chip("any", 8, 1 << 20))) == 3
+    fwd = [lstm_recurrent_fwd(xp, layer, h0, c0, cfg, mode=m, save=True) for m in (PERSISTENT, STEPWISE)]
+    for name, a, b in zip(("y", "h_n", "c_n"), fwd[0][:3], fwd[1][:3], strict=True):
+        assert torch.isfinite(a).all() and torch.equal(a, b), name
+    y, h_n, c_n, saved = fwd[1]
+    dy, dh_n, dc_n = torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n)
+    grads = [lstm_recurrent_bwd(dy, dh_n, dc_n, layer, y, h0, c0, saved, cfg, mode=m) for m in (PERSISTENT, STEPWISE)]
+    for name, a, b in zip(("dxp", "dw_hh", "dh0", "dc0"), *grads, strict=True):
         if a is not None:
             assert torch.isfinite(a).all() and torch.equal(a, b), name
