@@ -333,8 +333,11 @@ def _project(m: torch.Tensor, w_hr: torch.Tensor, batch_major: bool) -> torch.Te
     the recurrence's m [T, B, DIRS * H] (batch-major underneath when ``batch_major``, as is the
     result)."""
     D, R, H = w_hr.shape
-    under = m.transpose(0, 1) if batch_major else m
-    y = torch.einsum("abdh,drh->abdr", under.unflatten(-1, (D, H)), w_hr).flatten(-2)
+    under = (m.transpose(0, 1) if batch_major else m).unflatten(-1, (D, H))
+    # one 2-D GEMM per direction against W_hr^T: its weight gradient comes back contiguous, as
+    # nn.LSTM's; a batched einsum or bmm hands it back as a transposed view
+    rows = under.shape[:2]
+    y = torch.cat([(under[:, :, d].reshape(-1, H) @ w_hr[d].t()).view(*rows, R) for d in range(D)], dim=-1)
     return y.transpose(0, 1) if batch_major else y
 
 
@@ -385,21 +388,22 @@ def _check_lengths(module: nn.LSTM, lengths, batch: int, seq_len: int, device: t
 
 
 def _check_forward_args(module: nn.LSTM, input, hx, batch_first: bool | None = None) -> bool:
-    """nn.LSTM's checks with messages that name the bad argument; the same exception types
-    nn.LSTM raises, so code that catches them keeps working. Returns whether input is batched."""
+    """nn.LSTM's checks, with the exception types nn.LSTM raises (code that catches them keeps
+    working) and, where nn.LSTM has a message of its own, that message word for word, then what
+    names the bad argument. Returns whether input is batched."""
     name = type(module).__name__
     if not isinstance(input, torch.Tensor):
         raise InputTypeError(f"{name}: input must be a Tensor or PackedSequence, got {type(input).__name__}")
     if input.dim() not in (2, 3):
         raise ValueError(
-            f"{name}: input must be 2-D (seq_len, input_size) unbatched or 3-D batched, "
-            f"got a {input.dim()}-D tensor of shape {tuple(input.shape)}"
+            f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead (input shape {tuple(input.shape)}: "
+            "2-D is (seq_len, input_size) unbatched, 3-D batched)"
         )
     batched = input.dim() == 3
     if input.shape[-1] != module.input_size:
         raise RuntimeError(
-            f"{name}: input.size(-1) must be equal to input_size. Expected {module.input_size}, "
-            f"got {input.shape[-1]} (input shape {tuple(input.shape)})"
+            f"input.size(-1) must be equal to input_size. Expected {module.input_size}, got {input.shape[-1]} "
+            f"({name} input of shape {tuple(input.shape)})"
         )
     w = module.weight_ih_l0
     amp = module._autocast_dtype(input)  # under autocast float32 tensors run in this dtype
@@ -409,38 +413,57 @@ def _check_forward_args(module: nn.LSTM, input, hx, batch_first: bool | None = N
 
     if input.dtype != w.dtype and amp is None:
         raise ValueError(
-            f"{name}: input dtype ({input.dtype}) does not match weight dtype ({w.dtype}). "
+            f"RNN input dtype ({input.dtype}) does not match weight dtype ({w.dtype}). "
             f"Convert input: input.to({w.dtype}), or convert model: model.to({input.dtype})"
         )
     if input.device != w.device:
         raise RuntimeError(
-            f"{name}: input is on {input.device} but the weights are on {w.device}; "
-            f"move one of them: input.to({str(w.device)!r}) or model.to({str(input.device)!r})"
+            "Input and parameter tensors are not at the same device, found input tensor at "
+            f"{input.device} and parameter tensor at {w.device}; move one of them: "
+            f"input.to({str(w.device)!r}) or model.to({str(input.device)!r})"
         )
     batch_first = module.batch_first if batch_first is None else batch_first
     seq_len = input.shape[1 if (batched and batch_first) else 0]
     if seq_len == 0:
         raise RuntimeError(
-            f"{name}: Expected sequence length to be larger than 0 in RNN (input shape {tuple(input.shape)})"
+            f"Expected sequence length to be larger than 0 in RNN ({name} input of shape {tuple(input.shape)})"
         )
     if hx is None:
         return batched
     if not (isinstance(hx, (tuple, list)) and len(hx) == 2 and all(isinstance(t, torch.Tensor) for t in hx)):
-        raise HiddenStateError(f"{name}: hx must be a tuple (h_0, c_0) of two tensors, got {type(hx).__name__}")
+        raise HiddenStateError(
+            f"lstm expects two hidden states: {name}'s hx must be a tuple (h_0, c_0) of two tensors, "
+            f"got {_describe(hx)}"
+        )
     batch = input.shape[0 if batch_first else 1] if batched else None
     d = 2 if module.bidirectional else 1
     h_size = module.proj_size if module.proj_size > 0 else module.hidden_size
-    for which, t, size in (("h_0", hx[0], h_size), ("c_0", hx[1], module.hidden_size)):
-        want = (module.num_layers * d, batch, size) if batched else (module.num_layers * d, size)
-        if t.dim() != len(want):
-            raise RuntimeError(
-                f"{name}: for {'batched 3-D' if batched else 'unbatched 2-D'} input, {which} must be "
-                f"{len(want)}-D of shape {want}, got shape {tuple(t.shape)}"
-            )
+    layers = module.num_layers * d
+    wants = [(layers, batch, size) if batched else (layers, size) for size in (h_size, module.hidden_size)]
+    if any(t.dim() != len(want) for t, want in zip(hx, wants, strict=True)):
+        kind = "batched 3-D" if batched else "unbatched 2-D"
+        raise RuntimeError(
+            f"For {kind} input, hx and cx should also be {len(wants[0])}-D but got "
+            f"({hx[0].dim()}-D, {hx[1].dim()}-D) tensors: h_0 must be of shape {wants[0]}, c_0 of shape {wants[1]}"
+        )
+    for i, (which, t, want) in enumerate(zip(("h_0", "c_0"), hx, wants, strict=True)):
         if tuple(t.shape) != want:
-            raise RuntimeError(f"{name}: Expected {which} of size {want}, got {tuple(t.shape)}")
+            # nn.LSTM checks unbatched states with a batch of 1 inserted, and says so
+            shown, got = (want, list(t.shape)) if batched else (want[:1] + (1,) + want[1:], [t.shape[0], 1, t.shape[1]])
+            raise RuntimeError(f"Expected hidden[{i}] size {shown}, got {got}: {which} must be of shape {want}")
         if computed(t.dtype) != computed(input.dtype):
             raise RuntimeError(f"{name}: {which} dtype ({t.dtype}) must match the input dtype ({input.dtype})")
         if t.device != input.device:
-            raise RuntimeError(f"{name}: {which} is on {t.device} but input is on {input.device}")
+            raise RuntimeError(
+                f"Input and hidden tensors are not at the same device, found input tensor at {input.device} "
+                f"and hidden tensor at {t.device}: {which} is on {t.device}"
+            )
     return batched
+
+
+def _describe(hx) -> str:
+    """What was passed as hx, in a few words."""
+    if isinstance(hx, (tuple, list)):
+        kinds = ", ".join(type(t).__name__ for t in hx)
+        return f"a {type(hx).__name__} of {len(hx)} ({kinds})" if hx else f"an empty {type(hx).__name__}"
+    return f"a {type(hx).__name__}"

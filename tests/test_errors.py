@@ -68,6 +68,9 @@ class Row:
     make_hx: Callable | None = None
     exc: type | None = None  # what nn.LSTM raises; None: accepted, with nn.LSTM's results
     message: str = ""  # a regex our message matches
+    # nn.LSTM has a message of its own for this input (not Python's, not oneDNN's): ours starts
+    # with it, word for word
+    torch_text: bool = False
     grads: tuple[str, ...] = ()  # what requires grad (INPUT, STATES, WEIGHTS): a training call
     gap: str | None = None  # a known difference from nn.LSTM: an xfail until fixed
     # ``lengths=`` (ours, for padded input): nn.LSTM has none and gets the packed input instead
@@ -76,16 +79,20 @@ class Row:
 
 ROWS = [
     # rejected: the input
-    Row("input-1d", "input of 1 dimension", lambda: rand(I), None, ValueError, r"input must be 2-D .* got a 1-D"),
-    Row("input-0d", "a 0-dimensional input (a scalar)", lambda: torch.tensor(1.0), None, ValueError, r"got a 0-D"),
-    Row("input-4d", "input of 4 dimensions", lambda: rand(T, B, I, 1), None, ValueError, r"got a 4-D"),
+    Row("input-1d", "input of 1 dimension", lambda: rand(I), None, ValueError, r"input shape \(3,\)", True),
+    Row("input-0d", "a 0-dimensional input (a scalar)", lambda: torch.tensor(1.0), None, ValueError, r"got 0D", True),
+    Row("input-4d", "input of 4 dimensions", lambda: rand(T, B, I, 1), None, ValueError, r"got 4D", True),
     Row(
-        "input_size", "input.size(-1) != input_size", lambda: rand(T, B, I + 1), None, RuntimeError, "Expected 3, got 4"
+        "input_size",
+        "input.size(-1) != input_size",
+        lambda: rand(T, B, I + 1),
+        None,
+        RuntimeError,
+        r"Expected 3, got 4 \(LSTM input of shape \(5, 2, 4\)\)",
+        True,
     ),
-    Row("seq-len-0", "sequence length 0", lambda: rand(0, B, I), None, RuntimeError, r"sequence length"),
-    Row(
-        "seq-len-0-unbatched", "sequence length 0, unbatched", lambda: rand(0, I), None, RuntimeError, "sequence length"
-    ),
+    Row("seq-len-0", "sequence length 0", lambda: rand(0, B, I), None, RuntimeError, r"shape \(0, 2, 3\)", True),
+    Row("seq-len-0-unbatched", "sequence length 0, unbatched", lambda: rand(0, I), None, RuntimeError, "", True),
     Row(
         "input-float64",
         "float64 input, float32 weights",
@@ -93,6 +100,7 @@ ROWS = [
         None,
         ValueError,
         r"input dtype \(torch.float64\)",
+        True,
     ),
     Row(
         "input-float16",
@@ -101,9 +109,26 @@ ROWS = [
         None,
         ValueError,
         r"input dtype \(torch.float16\) does not match weight dtype",
+        True,
     ),
-    Row("input-int", "integer input", lambda: torch.ones(T, B, I, dtype=torch.long), None, ValueError, r"torch\.int64"),
-    Row("input-bool", "boolean input", lambda: torch.ones(T, B, I, dtype=torch.bool), None, ValueError, r"torch\.bool"),
+    Row(
+        "input-int",
+        "integer input",
+        lambda: torch.ones(T, B, I, dtype=torch.long),
+        None,
+        ValueError,
+        r"torch\.int64",
+        True,
+    ),
+    Row(
+        "input-bool",
+        "boolean input",
+        lambda: torch.ones(T, B, I, dtype=torch.bool),
+        None,
+        ValueError,
+        r"torch\.bool",
+        True,
+    ),
     Row(
         "input-complex",
         "complex input",
@@ -111,8 +136,17 @@ ROWS = [
         None,
         ValueError,
         r"input dtype \(torch\.complex64\)",
+        True,
     ),
-    Row("input-device", "input on another device", lambda: rand(T, B, I, device="meta"), None, RuntimeError, "on meta"),
+    Row(
+        "input-device",
+        "input on another device",
+        lambda: rand(T, B, I, device="meta"),
+        None,
+        RuntimeError,
+        r"model.to\('meta'\)",
+        True,
+    ),
     Row("input-list", "a nested list as input", lambda: [[0.0] * I] * T, None, AttributeError, "must be a Tensor"),
     Row("input-none", "None as input", lambda: None, None, AttributeError, r"input must be a Tensor"),
     Row("input-numpy", "a numpy array as input", lambda: rand(T, B, I).numpy(), None, AttributeError, r"got ndarray"),
@@ -123,6 +157,7 @@ ROWS = [
         None,
         RuntimeError,
         r"Inference tensors cannot be saved for backward",
+        True,
         grads=(WEIGHTS,),
     ),
     # rejected: the initial state hx = (h_0, c_0)
@@ -132,7 +167,8 @@ ROWS = [
         batch_input,
         lambda: (rand(L * D, B + 1, H), rand(L * D, B, H)),
         RuntimeError,
-        r"Expected h_0 of size \(4, 2, 4\), got \(4, 3, 4\)",
+        r"h_0 must be of shape \(4, 2, 4\)",
+        True,
     ),
     Row(
         "c0-shape",
@@ -140,7 +176,8 @@ ROWS = [
         batch_input,
         lambda: (rand(L * D, B, H), rand(L * D, B, H + 1)),
         RuntimeError,
-        r"Expected c_0 of size",
+        r"c_0 must be of shape",
+        True,
     ),
     Row(
         "hx-layers",
@@ -148,7 +185,8 @@ ROWS = [
         batch_input,
         lambda: state(L * D - 1, B, H),
         RuntimeError,
-        r"Expected h_0 of size \(4, 2, 4\), got \(3, 2, 4\)",
+        r"got \[3, 2, 4\]: h_0",
+        True,
     ),
     Row(
         "hx-2d-for-batched",
@@ -156,7 +194,8 @@ ROWS = [
         batch_input,
         lambda: state(L * D, H),
         RuntimeError,
-        r"batched 3-D input, h_0 must be 3-D",
+        r"h_0 must be of shape \(4, 2, 4\)",
+        True,
     ),
     Row(
         "hx-3d-for-unbatched",
@@ -164,7 +203,8 @@ ROWS = [
         lambda: rand(T, I),
         lambda: state(L * D, 1, H),
         RuntimeError,
-        r"unbatched 2-D input, h_0 must be 2-D",
+        r"h_0 must be of shape \(4, 4\)",
+        True,
     ),
     Row(
         "hx-dtype",
@@ -197,6 +237,7 @@ ROWS = [
         lambda: state(L * D, B, H, device="meta"),
         RuntimeError,
         r"h_0 is on meta",
+        True,
     ),
     Row(
         "c0-device",
@@ -205,6 +246,7 @@ ROWS = [
         lambda: (rand(L * D, B, H), rand(L * D, B, H, device="meta")),
         RuntimeError,
         r"c_0 is on meta",
+        True,
     ),
     Row("hx-tensor", "one tensor as hx", batch_input, lambda: rand(L * D, B, H), RuntimeError, r"hx must be a tuple"),
     Row("hx-one-tensor", "a 1-tuple as hx", batch_input, lambda: (rand(L * D, B, H),), IndexError, "must be a tuple"),
@@ -215,7 +257,8 @@ ROWS = [
         batch_input,
         lambda: state(L * D, B, H) + (rand(L * D, B, H),),
         RuntimeError,
-        r"hx must be a tuple",
+        r"hx must be a tuple .* got a tuple of 3",
+        True,
     ),
     Row(
         "hx-c0-none",
@@ -452,6 +495,32 @@ def test_bad_input_raises_like_nn_lstm(row):
     e = raised(ours, on(DEVICE, x), on(DEVICE, hx), row.grads, lengths)
     assert isinstance(e, row.exc), f"expected {row.exc.__name__}, ours raised {e!r}"
     assert re.search(row.message, str(e)), f"message {str(e)!r} does not match {row.message!r}"
+    if row.torch_text:  # nn.LSTM's text on the device ours ran on (cuDNN's on a GPU)
+        want = str(raised(ref.to(DEVICE), on(DEVICE, x), on(DEVICE, hx), row.grads))
+        assert str(e).startswith(want), f"message {str(e)!r} does not start with nn.LSTM's {want!r}"
+
+
+# Regexes of PyTorch's own nn.LSTM tests (test_nn.py's test_cudnn_forward_exception, the
+# ModuleInfo error inputs of test_modules.py's test_errors), run against our module
+@pytest.mark.parametrize("proj_size", [0, 10], ids=["no-proj", "proj"])
+def test_pytorch_own_hidden_and_input_size_checks(proj_size):
+    ours = LSTM(10, 20, batch_first=True, proj_size=proj_size).to(DEVICE)
+    wrong = (torch.zeros(1, 2, 19, device=DEVICE),) * 2
+    with pytest.raises(RuntimeError, match="Expected hidden.*size.*got"):
+        ours(torch.randn(2, 3, 10, device=DEVICE), wrong)
+    with pytest.raises(RuntimeError, match=re.escape("input.size(-1) must be equal to input_size")):
+        ours(torch.randn(2, 3, 3, device=DEVICE))
+
+
+@pytest.mark.parametrize("dtype, other", [(torch.float32, torch.float64), (torch.float64, torch.float32)])
+def test_pytorch_own_dtype_mismatch_check(dtype, other):
+    ours = LSTM(3, 5, dtype=dtype, device=DEVICE)
+    pattern = (
+        r"RNN input dtype .* does not match weight dtype .* "
+        r"Convert input: input\.to\(.*\), or convert model: model\.to\(.*\)"
+    )
+    with pytest.raises(ValueError, match=pattern):
+        ours(torch.randn(2, 4, 3, dtype=other, device=DEVICE))
 
 
 @pytest.mark.parametrize("row", [param(r) for r in ROWS if r.exc is None])
@@ -502,7 +571,10 @@ def render() -> str:
             today = f". Ours raises `{type(e).__name__}`: {_cell(str(e))}" if row.exc is not None else ""
             gaps.append(cells + [_cell(row.gap) + today])
         elif row.exc is not None:
-            (rejected if lengths is None else lengths_rows).append(cells + [f"`{row.exc.__name__}`", _cell(str(e))])
+            same = ["yes" if row.torch_text else ""] if lengths is None else []
+            (rejected if lengths is None else lengths_rows).append(
+                cells + [f"`{row.exc.__name__}`", *same, _cell(str(e))]
+            )
         else:
             training = " and gradients" if row.grads else ""
             accepted.append(cells + [f"outputs{training} as nn.LSTM's"])
@@ -529,7 +601,10 @@ Tests marked `xfail(strict=True)`: they start failing, on purpose, once the diff
 
 `lstm_triton.LSTM` checks its input before any kernel runs. Bad input raises the exception
 type `torch.nn.LSTM` raises on it, so code that catches that keeps working, with a message
-that names the bad argument. Odd but valid input gets exactly what `nn.LSTM` gives.
+that names the bad argument. Where `nn.LSTM` has a message of its own for the input, ours
+starts with that message word for word (column "nn.LSTM's text"), so a pattern written for
+`nn.LSTM`'s message matches ours too; what follows it is ours. Odd but valid input gets
+exactly what `nn.LSTM` gives.
 
 Every row is a test in `tests/test_errors.py`, and this page is generated from the same table
 (`python -m tests.test_errors`); a test fails when the two differ. The calls go to
@@ -539,7 +614,7 @@ below are the ones it gives.
 
 ## Rejected
 
-{table(["case", "input", "raises (as nn.LSTM)", "message"], rejected)}
+{table(["case", "input", "raises (as nn.LSTM)", "nn.LSTM's text", "message"], rejected)}
 
 ## lengths= (ours)
 

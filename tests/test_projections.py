@@ -4,6 +4,7 @@ projection, the output projected after the recurrence (``layout``). Forward and 
 (``weight_hr`` included) against a float64 reference with the same rounded weights, over
 directions, layers, initial states, layouts, sequence lengths, hidden splits and dtypes."""
 
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -179,12 +180,31 @@ def test_inference_cache_sees_a_changed_projection():
 
 
 def test_initial_state_of_the_wrong_width_raises_as_nn_lstm():
-    """h_0 is proj_size wide, c_0 hidden_size wide: swapped widths raise nn.LSTM's RuntimeError,
-    naming the state."""
+    """h_0 is proj_size wide, c_0 hidden_size wide: swapped widths raise nn.LSTM's RuntimeError
+    with nn.LSTM's message, then the state's name."""
     ours, ref = make_pair(Case(B=2, T=3, H=6, R=2, I=3))
     x = torch.randn(3, 2, 3)
     for hx, which in (((torch.randn(1, 2, 6), torch.randn(1, 2, 6)), "h_0"), ((torch.randn(1, 2, 2),) * 2, "c_0")):
-        with pytest.raises(RuntimeError):
+        with pytest.raises(RuntimeError) as want:
             ref(x, hx)
-        with pytest.raises(RuntimeError, match=f"Expected {which} of size"):
+        with pytest.raises(RuntimeError, match=re.escape(f"{want.value}: {which} must be of shape")):
             ours(x.to(DEVICE), tuple(t.to(DEVICE) for t in hx))
+
+
+@pytest.mark.parametrize("proj_size", [0, 2], ids=["no-proj", "proj"])
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time-major", "batch-first"])
+def test_gradients_are_contiguous_as_nn_lstms(proj_size, batch_first):
+    """Every gradient (input, states, each parameter) contiguous, as nn.LSTM's, read with
+    torch.autograd.grad, which hands them back as autograd made them (``.grad`` would restride
+    them); PyTorch's test_memory_format checks this. W_hr's came back a transposed view."""
+    torch.manual_seed(0)
+    ours = LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=batch_first, proj_size=proj_size).to(DEVICE)
+    x = torch.randn((2, 5, 3) if batch_first else (5, 2, 3), device=DEVICE, requires_grad=True)
+    hx = tuple(torch.randn(4, 2, n, device=DEVICE, requires_grad=True) for n in (proj_size or 4, 4))
+    y, (h_n, c_n) = ours(x, hx)
+    assert ours.kernel_plan(x, hx).reason is None
+    names = ["input", "h_0", "c_0"] + [n for n, _ in ours.named_parameters()]
+    outs = (y, h_n, c_n)
+    grads = torch.autograd.grad(outs, [x, *hx, *ours.parameters()], [torch.rand_like(t) for t in outs])
+    strided = [(n, g.stride()) for n, g in zip(names, grads, strict=True) if not g.is_contiguous()]
+    assert not strided, f"non-contiguous gradients: {strided}"
