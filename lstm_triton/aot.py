@@ -1,9 +1,11 @@
 """Compile the kernels for a GPU that is not here (default: sm_90, the H100/H200) with the
 ptxas inside Triton's wheel, and report what each config costs on chip: shared memory,
-registers, spills, the matmul instructions. Used by the compile check in the tests; also a
-CLI for developers:
+registers, spills, the matmul instructions, and what the PTX checks of ``lstm_triton.ptx`` find
+(weights read in the time loop, an unsynchronized or L1-cached exchange, a grid barrier without
+release/acquire). Used by the compile check in the tests; also a CLI for developers:
 
     python -m lstm_triton.aot            # every config the launcher picks on the bench grid
+                                         # and at hidden sizes that are not powers of two
 
 Must run without TRITON_INTERPRET (the kernels are compiled, not interpreted).
 """
@@ -29,12 +31,17 @@ from .kernels.lstm_bwd import _lstm_bwd_kernel
 from .kernels.lstm_fwd import _lstm_fwd_kernel
 from .launch import Saved, Step, bwd_kernel_args, fwd_kernel_args
 from .layout import PackedLayer, padded_hidden
+from .ptx import check_ptx
 
 SM90 = GPUTarget("cuda", 90, 32)
 GRID_H = (128, 256, 512, 1024)
 GRID_B = (1, 8, 64, 256)
 # (dtype, exact fp32 dots): float32 runs TF32 dots unless torch.backends.cudnn.allow_tf32 is off
 GRID_PRECISIONS = ((torch.bfloat16, False), (torch.float16, False), (torch.float32, False), (torch.float32, True))
+# Hidden sizes that are not powers of two (padded reductions, masked units, P*BLOCK_H > H), at
+# the grid's batch sizes; fp16 compiles as bf16 does
+ODD_H = (20, 50, 100, 200, 768)
+ODD_PRECISIONS = ((torch.bfloat16, False), (torch.float32, False), (torch.float32, True))
 
 
 FWD, FWD_TRAIN, BWD = "fwd", "fwd-train", "bwd"  # inference forward, training forward (saves), backward
@@ -54,6 +61,7 @@ class CompileReport:
     spill_bytes: int
     matmul: str  # "wgmma", "mma.sync" or "fma"
     compile_s: float
+    ptx_problems: list[str]  # what lstm_triton.ptx.check_ptx finds
 
     def problems(self, chip: Chip = H200) -> list[str]:
         out = []
@@ -61,7 +69,7 @@ class CompileReport:
             out.append(f"shared memory {self.shared_bytes} B > {chip.smem_per_block} B")
         if self.spill_bytes:
             out.append(f"{self.spill_bytes} B of register spills")
-        return out
+        return out + self.ptx_problems
 
 
 def compile_kernel(
@@ -101,15 +109,18 @@ def compile_kernel(
         kernel = _lstm_fwd_kernel
         train = saved if kind == FWD_TRAIN else None
         args, kwargs = fwd_kernel_args(xp, layer, state, state32, y, train, lengths, cnt, err, config, step)
-    backend = make_backend(target)
-    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
-    bound, spec, options = binder(*args, **kwargs)
-    options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound, spec, options)
     t0 = time.time()
-    compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=target, options=options.__dict__)
+    compiled, names = compile_call(kernel, args, kwargs, target)
     compile_s = time.time() - t0
     ptx = compiled.asm["ptx"]
     regs, spills = _ptxas_resources(ptx, target)
+    ptx_problems = check_ptx(
+        ptx,
+        names,
+        weights="p_w",
+        exchange="p_dx" if kind == BWD else "p_y",
+        counter="p_cnt" if step.barrier else None,
+    )
     matmul = "wgmma" if "wgmma.mma_async" in ptx else "mma.sync" if "mma.sync" in ptx else "fma"
     return CompileReport(
         kind,
@@ -123,7 +134,20 @@ def compile_kernel(
         spills,
         matmul,
         round(compile_s, 1),
+        ptx_problems,
     )
+
+
+def compile_call(kernel, args, kwargs, target: GPUTarget = SM90):
+    """Compile ``kernel`` as a launch with these arguments would specialize it (Triton's own
+    binder). Returns the compiled kernel and the names of its non-constexpr arguments, in the
+    order of its PTX parameters."""
+    backend = make_backend(target)
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    bound, spec, options = binder(*args, **kwargs)
+    options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound, spec, options)
+    compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=target, options=options.__dict__)
+    return compiled, [name for name, ty in signature.items() if ty != "constexpr"]
 
 
 def _ptxas_resources(ptx: str, target: GPUTarget) -> tuple[int, int]:
@@ -146,25 +170,32 @@ def _ptxas_resources(ptx: str, target: GPUTarget) -> tuple[int, int]:
     return regs, int(spills.group(1)) + int(spills.group(2))
 
 
+def grid_shapes():
+    """(dtype, exact_fp32, H, B): the bench grid, then ODD_H at the grid's batch sizes."""
+    for hidden, precisions in ((GRID_H, GRID_PRECISIONS), (ODD_H, ODD_PRECISIONS)):
+        for dtype, exact in precisions:
+            for H in hidden:
+                for B in GRID_B:
+                    yield dtype, exact, H, B
+
+
 def grid_configs(chip: Chip = H200):
-    """Every distinct kernel compile the launchers need on the bench grid, inference and
-    training (with per-sequence lengths for VARLEN_DTYPES): (kind, config, H, B, dirs, dtype,
-    exact_fp32, varlen), one shape per distinct compile."""
+    """Every distinct kernel compile the launchers need on the bench grid and at ODD_H,
+    inference and training (with per-sequence lengths for VARLEN_DTYPES): (kind, config, H, B,
+    dirs, dtype, exact_fp32, varlen), one shape per distinct compile."""
     seen = {}
-    for dtype, exact in GRID_PRECISIONS:
-        for H in GRID_H:
-            for B in GRID_B:
-                for dirs in (1, 2):
-                    cfg = heuristic(H, B, dirs, dtype, chip, exact_fp32=exact)
-                    if cfg is None:
-                        continue
-                    for varlen in (False, True) if dtype in VARLEN_DTYPES else (False,):
-                        fwd = varlen_config(cfg) if varlen else cfg
-                        bwd = backward_config(fwd, H, dtype, chip, exact_fp32=exact)
-                        for kind, c in ((FWD, fwd), (FWD_TRAIN, training_config(fwd)), (BWD, bwd)):
-                            if c is not None:
-                                key = (kind, c, H, dtype, exact, varlen)
-                                seen.setdefault(key, (kind, c, H, B, dirs, dtype, exact, varlen))
+    for dtype, exact, H, B in grid_shapes():
+        for dirs in (1, 2):
+            cfg = heuristic(H, B, dirs, dtype, chip, exact_fp32=exact)
+            if cfg is None:
+                continue
+            for varlen in (False, True) if dtype in VARLEN_DTYPES else (False,):
+                fwd = varlen_config(cfg) if varlen else cfg
+                bwd = backward_config(fwd, H, dtype, chip, exact_fp32=exact)
+                for kind, c in ((FWD, fwd), (FWD_TRAIN, training_config(fwd)), (BWD, bwd)):
+                    if c is not None:
+                        key = (kind, c, H, dtype, exact, varlen)
+                        seen.setdefault(key, (kind, c, H, B, dirs, dtype, exact, varlen))
     return list(seen.values())
 
 

@@ -1,25 +1,49 @@
-"""Every config the launcher picks on the bench grid compiles for sm_90 (H100/H200) with the
-ptxas inside Triton's wheel, within 227 KB of shared memory and without register spills."""
+"""Every config the launcher picks on the bench grid, and at hidden sizes that are not powers of
+two, compiles for sm_90 (H100/H200) with the ptxas inside Triton's wheel, within 227 KB of shared
+memory, without register spills, and passes the PTX checks of ``lstm_triton.ptx``. Each PTX check
+is shown to reject a compiled kernel that breaks what it checks: small kernels written here, and
+the product kernels compiled with one jit helper swapped.
+
+Run as a script (without TRITON_INTERPRET) this file compiles those variants and prints, one
+JSON line each, what the checks find.
+"""
 
 import json
 import os
 import subprocess
 import sys
+import tempfile
+import types
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
+from unittest import mock
 
 import pytest
+import torch
+import triton
+import triton.language as tl
 
-from lstm_triton.aot import grid_configs
+from lstm_triton import aot, kernels
+from lstm_triton.configs import H200, backward_config, heuristic
+from lstm_triton.ptx import BARRIER_SEMANTICS, EXCHANGE_CACHED, EXCHANGE_UNSYNCED, WEIGHTS_IN_LOOP, check_ptx
+
+
+def _compile_env(**extra):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, not interpret
+    return env | extra
 
 
 @pytest.mark.compile
-def test_grid_configs_compile_for_sm90_without_spills():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, not interpret
-    r = subprocess.run([sys.executable, "-m", "lstm_triton.aot"], capture_output=True, text=True, env=env, timeout=900)
+def test_grid_configs_compile_for_sm90_without_spills_and_pass_the_ptx_checks():
+    r = subprocess.run(
+        [sys.executable, "-m", "lstm_triton.aot"], capture_output=True, text=True, env=_compile_env(), timeout=900
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     reports = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
-    assert len(reports) == len(grid_configs())
+    assert len(reports) == len(aot.grid_configs())
     bad = [
-        (rep["hidden_size"], rep["dtype"], rep["exact_fp32"], rep["config"], rep["problems"])
+        (rep["kernel"], rep["hidden_size"], rep["B"], rep["dirs"], rep["dtype"], rep["exact_fp32"], rep["varlen"])
+        + (rep["config"], rep["problems"])
         for rep in reports
         if rep["problems"]
     ]
@@ -28,3 +52,237 @@ def test_grid_configs_compile_for_sm90_without_spills():
     assert all(
         rep["matmul"] == "mma.sync" for rep in reports if not rep["config"]["use_fma"] and not rep["exact_fp32"]
     ), reports
+
+
+# What the checks must find in each variant (SMALL and PRODUCT below): nothing in the kernels as
+# they are, the one check a variant breaks in the others.
+EXPECTED = {
+    "small": set(),
+    "small-no-cta-barrier": {EXCHANGE_UNSYNCED},
+    "small-weights-in-loop": {WEIGHTS_IN_LOOP},
+    "small-exchange-through-l1": {EXCHANGE_CACHED},
+    "small-exchange-ca": {EXCHANGE_CACHED},
+    "fwd-P1": set(),
+    "fwd-P1-no-cta-barrier": {EXCHANGE_UNSYNCED},  # the forward before the CTA barrier for P = 1
+    "bwd-P1": set(),
+    "bwd-P1-no-cta-barrier": {EXCHANGE_UNSYNCED},
+    "fwd-P32": set(),
+    "fwd-P32-relaxed-arrive": {BARRIER_SEMANTICS},
+    "fwd-P32-relaxed-polls": {BARRIER_SEMANTICS},
+    "fwd-P32-cta-scope-polls": {BARRIER_SEMANTICS},
+    "fwd-P32-no-cta-barrier-before-arrive": {BARRIER_SEMANTICS},
+    "bwd-P32": set(),
+    "bwd-P32-exchange-through-l1": {EXCHANGE_CACHED},
+}
+
+
+@pytest.fixture(scope="module")
+def variant_problems():
+    r = subprocess.run([sys.executable, __file__], capture_output=True, text=True, env=_compile_env(), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return {rep["variant"]: rep["problems"] for rep in map(json.loads, r.stdout.splitlines())}
+
+
+@pytest.mark.compile
+@pytest.mark.parametrize("variant", list(EXPECTED))
+def test_ptx_checks_reject_broken_variants(variant_problems, variant):
+    problems = variant_problems[variant]
+    assert {p.split(":", 1)[0] for p in problems} == EXPECTED[variant], problems
+
+
+# A grid-barrier step written by hand: what Triton never emits (its scalar atomics broadcast the
+# polled value through shared memory behind a bar.sync), so no compiled variant can show it.
+BARRIER_STEP_PTX = """
+.visible .entry step(
+    .param .u64 .ptr .global .align 16 step_param_0,
+    .param .u64 .ptr .global .align 16 step_param_1,
+    .param .u64 .ptr .global .align 16 step_param_2
+)
+.reqntid 128
+{
+    ld.param.b64 %rd1, [step_param_0];
+    ld.param.b64 %rd2, [step_param_1];
+    ld.param.b64 %rd3, [step_param_2];
+    ld.global.b32 %r1, [%rd1];
+$L__BB0_1:
+    st.global.b32 [%rd2], %r1;
+    bar.sync 0;
+    mov.b32 %r2, 1;
+    atom.global.gpu.release.add.u32 %r3, [%rd3], %r2;
+$L__BB0_2:
+    ld.global.gpu.acquire.b32 %r4, [%rd3];
+    setp.lt.s32 %p1, %r4, %r5;
+    @%p1 bra $L__BB0_2;
+    SYNC_AFTER_POLLS
+    add.s64 %rd4, %rd2, 4;
+    ld.global.cg.b32 %r1, [%rd4];
+    @%p2 bra $L__BB0_1;
+    ret;
+}
+"""
+
+
+@pytest.mark.parametrize(
+    "sync, found",
+    [
+        pytest.param("bar.sync 0;", set(), id="bar.sync"),
+        pytest.param("barrier.sync.aligned 0;", set(), id="barrier.sync.aligned"),
+        pytest.param("bar.sync 0, 128;", set(), id="bar.sync-all-threads"),
+        pytest.param("", {BARRIER_SEMANTICS}, id="none"),
+        pytest.param("@%p3 bar.sync 0;", {BARRIER_SEMANTICS}, id="predicated"),
+        pytest.param("bar.sync 1, 64;", {BARRIER_SEMANTICS}, id="half-the-threads"),
+        pytest.param("bar.arrive 0, 128;", {BARRIER_SEMANTICS}, id="arrive-only"),
+    ],
+)
+def test_ptx_checks_want_a_cta_barrier_between_polls_and_exchange_loads(sync, found):
+    ptx = BARRIER_STEP_PTX.replace("SYNC_AFTER_POLLS", sync)
+    problems = check_ptx(ptx, ["p_w", "p_y", "p_cnt"], weights="p_w", exchange="p_y", counter="p_cnt")
+    assert {p.split(":", 1)[0] for p in problems} == found, problems
+
+
+# ---- the variants (compiled in a subprocess: the kernels must not be interpreted) ----
+
+
+@triton.jit
+def _exchange_kernel(
+    p_w, p_y, T, N: tl.constexpr, W_IN_LOOP: tl.constexpr, CTA_BARRIER: tl.constexpr, CACHE: tl.constexpr
+):
+    """The recurrent kernels' pattern at its smallest: weights on chip, h_t stored in one layout
+    and reloaded in another (across warps), every step."""
+    o = tl.arange(0, N)
+    b_w = tl.load(p_w + o[:, None] * N + o[None, :])
+    b_h = tl.zeros([N], dtype=tl.float32)
+    for s in range(T):
+        if W_IN_LOOP:  # the address depends on the step: nothing can hoist the load
+            b_w = tl.load(p_w + (s % 2) * N * N + o[:, None] * N + o[None, :])
+        h = tl.sum(b_h[:, None] * b_w, axis=0)
+        tl.store(p_y + s * N + o, h)
+        if CTA_BARRIER:
+            tl.debug_barrier()
+        b_h = tl.load(p_y + s * N + o, cache_modifier=CACHE)
+
+
+@tl.core.builtin
+def _no_cta_barrier(_semantic=None):
+    """``tl.debug_barrier`` that emits nothing."""
+
+
+# triton.language with tl.debug_barrier emitting nothing: a kernel module that uses it compiles
+# as it did before its CTA barriers (the grid barrier's own, in kernels/common.py, stay)
+_tl_without_cta_barrier = types.ModuleType(tl.__name__)
+vars(_tl_without_cta_barrier).update(vars(tl))
+_tl_without_cta_barrier.debug_barrier = _no_cta_barrier
+
+
+@triton.jit
+def _grid_barrier_variant(
+    p_cnt,
+    target,
+    max_spins,
+    ARRIVE_SEM: tl.constexpr,
+    POLL_SEM: tl.constexpr,
+    POLL_SCOPE: tl.constexpr,
+    SYNC_FIRST: tl.constexpr,
+):
+    """The product's grid barrier with its memory semantics as parameters."""
+    if SYNC_FIRST:
+        tl.debug_barrier()
+    tl.atomic_add(p_cnt, 1, sem=ARRIVE_SEM, scope="gpu")
+    cur = tl.atomic_add(p_cnt, 0, sem=POLL_SEM, scope=POLL_SCOPE)
+    spins = 0
+    while (cur < target) & (spins < max_spins):
+        cur = tl.atomic_add(p_cnt, 0, sem=POLL_SEM, scope=POLL_SCOPE)
+        spins += 1
+    tl.debug_barrier()
+
+
+@triton.jit
+def _barrier_relaxed_arrive(p_cnt, p_err, target, max_spins):
+    _grid_barrier_variant(p_cnt, target, max_spins, "relaxed", "acquire", "gpu", True)
+
+
+@triton.jit
+def _barrier_relaxed_polls(p_cnt, p_err, target, max_spins):
+    _grid_barrier_variant(p_cnt, target, max_spins, "release", "relaxed", "gpu", True)
+
+
+@triton.jit
+def _barrier_cta_scope_polls(p_cnt, p_err, target, max_spins):
+    _grid_barrier_variant(p_cnt, target, max_spins, "release", "acquire", "cta", True)
+
+
+@triton.jit
+def _barrier_arrive_unsynced(p_cnt, p_err, target, max_spins):
+    _grid_barrier_variant(p_cnt, target, max_spins, "release", "acquire", "gpu", False)
+
+
+@triton.jit
+def _recurrent_dh_through_l1(
+    p_dx, o_dg, m_dg, b_wt, SPLIT_K: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr
+):
+    """The backward's ``_recurrent_dh`` with a default-cached load of the exchanged dgates."""
+    b_dg = tl.load(p_dx + o_dg, mask=m_dg, other=0.0)
+    if UPCAST:
+        b_dg = b_dg.to(tl.float32)
+    if SPLIT_K == 1:
+        return tl.dot(b_dg, b_wt, input_precision=PRECISION)
+    else:
+        return tl.sum(tl.dot(b_dg, b_wt, input_precision=PRECISION), axis=0)
+
+
+# small-kernel variants: (W_IN_LOOP, CTA_BARRIER, CACHE)
+SMALL = {
+    "small": (False, True, ".cg"),
+    "small-no-cta-barrier": (False, False, ".cg"),
+    "small-weights-in-loop": (True, True, ".cg"),
+    "small-exchange-through-l1": (False, True, ""),
+    "small-exchange-ca": (False, True, ".ca"),
+}
+# product variants: kernel, hidden size (batch 8, one direction, bf16), swapped module attributes
+P1_H, P32_H = 128, 256  # one program per group, and 32 (BLOCK_H = 8)
+PRODUCT = {
+    "fwd-P1": ("fwd", P1_H, {}),
+    "fwd-P1-no-cta-barrier": ("fwd", P1_H, {"lstm_fwd.tl": _tl_without_cta_barrier}),
+    "bwd-P1": ("bwd", P1_H, {}),
+    "bwd-P1-no-cta-barrier": ("bwd", P1_H, {"lstm_bwd.tl": _tl_without_cta_barrier}),
+    "fwd-P32": ("fwd", P32_H, {}),
+    "fwd-P32-relaxed-arrive": ("fwd", P32_H, {"lstm_fwd._grid_barrier": _barrier_relaxed_arrive}),
+    "fwd-P32-relaxed-polls": ("fwd", P32_H, {"lstm_fwd._grid_barrier": _barrier_relaxed_polls}),
+    "fwd-P32-cta-scope-polls": ("fwd", P32_H, {"lstm_fwd._grid_barrier": _barrier_cta_scope_polls}),
+    "fwd-P32-no-cta-barrier-before-arrive": ("fwd", P32_H, {"lstm_fwd._grid_barrier": _barrier_arrive_unsynced}),
+    "bwd-P32": ("bwd", P32_H, {}),
+    "bwd-P32-exchange-through-l1": ("bwd", P32_H, {"lstm_bwd._recurrent_dh": _recurrent_dh_through_l1}),
+}
+
+
+def _variant_problems(name: str, cache_dir: str) -> list[str]:
+    # a cache of its own: a swapped helper does not change the kernel's cache key, so a variant
+    # and the kernel as it is would hit (or, compiled at once, overwrite) each other's entry
+    triton.knobs.cache.dir = cache_dir
+    if name in SMALL:
+        w_in_loop, cta_barrier, cache = SMALL[name]
+        N = 64
+        args = (torch.empty(2, N, N), torch.empty(8, N), 8)
+        kwargs = dict(N=N, W_IN_LOOP=w_in_loop, CTA_BARRIER=cta_barrier, CACHE=cache, num_warps=4)
+        compiled, names = aot.compile_call(_exchange_kernel, args, kwargs)
+        return check_ptx(compiled.asm["ptx"], names, weights="p_w", exchange="p_y", counter=None)
+    kind, H, swaps = PRODUCT[name]
+    B, dirs, dtype = 8, 1, torch.bfloat16
+    config = heuristic(H, B, dirs, dtype, H200)
+    assert config.programs(H) == (1 if H == P1_H else 32), config
+    if kind == "bwd":
+        config = backward_config(config, H, dtype, H200)
+    with ExitStack() as stack:
+        for target, new in swaps.items():
+            module, attr = target.split(".")
+            stack.enter_context(mock.patch.object(getattr(kernels, module), attr, new))
+        return aot.compile_kernel(aot.BWD if kind == "bwd" else aot.FWD, config, H, B, dirs, dtype).ptx_problems
+
+
+if __name__ == "__main__":
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        raise SystemExit("unset TRITON_INTERPRET: this compiles the kernels for the GPU")
+    with tempfile.TemporaryDirectory(prefix="lstm_triton_variants_") as cache, ProcessPoolExecutor() as pool:
+        dirs = [os.path.join(cache, name) for name in EXPECTED]
+        for variant, problems in zip(EXPECTED, pool.map(_variant_problems, EXPECTED, dirs), strict=True):
+            print(json.dumps(dict(variant=variant, problems=problems)), flush=True)
