@@ -3,7 +3,7 @@
 from .configs import LSTMConfig
 from .convert import Replacement, replace_lstm
 from .launch import BarrierTimeoutError
-from .module import LSTM
+from .module import LSTM, PyTorchFallbackWarning
 
-__all__ = ["LSTM", "LSTMConfig", "BarrierTimeoutError", "replace_lstm", "Replacement"]
+__all__ = ["LSTM", "LSTMConfig", "BarrierTimeoutError", "PyTorchFallbackWarning", "replace_lstm", "Replacement"]
 __version__ = "0.1.0"

@@ -1,6 +1,8 @@
 """``lstm_triton.LSTM``: ``torch.nn.LSTM`` with its recurrence on our persistent kernels."""
 
+import logging
 import operator
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -8,14 +10,22 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import launch
-from ._env import interpreting
+from . import _env, launch
 from .configs import LSTMConfig, select_backward_config, select_config, training_config, varlen_config
 from .launch import last_outputs, lstm_recurrent_fwd, new_output, new_timeout_flag, raise_on_timeout, uses_barrier
 from .layout import PackedLayer, pack_layer
 from .ops import config_args, recurrence
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+log = logging.getLogger(__name__)
+
+
+class PyTorchFallbackWarning(UserWarning):
+    """A call on CUDA tensors ran PyTorch's LSTM instead of our kernels (once per reason)."""
+
+
+class LateInterpreterError(RuntimeError):
+    """TRITON_INTERPRET=1 was set after lstm_triton was imported."""
 
 
 class InputTypeError(TypeError, AttributeError):
@@ -105,7 +115,12 @@ class LSTM(nn.RNNBase):
         dtype = self._autocast_dtype(data) or data.dtype
         if dtype not in KERNEL_DTYPES:
             return KernelPlan(reason=f"{dtype} input")
-        if not (data.device.type == "cuda" or (data.device.type == "cpu" and interpreting())):
+        if data.device.type == "cpu" and _env.interpreting() and not _env.KERNELS_INTERPRETED:
+            raise LateInterpreterError(
+                "TRITON_INTERPRET=1 was set after `import lstm_triton`, and Triton reads it when the kernels are "
+                "defined (at import): set it before importing lstm_triton, or unset it to run PyTorch's LSTM"
+            )
+        if not (data.device.type == "cuda" or (data.device.type == "cpu" and _env.interpreting())):
             return KernelPlan(reason=f"{data.device.type} tensors without TRITON_INTERPRET=1")
         if training is None:
             training = torch.is_grad_enabled() and (
@@ -145,6 +160,7 @@ class LSTM(nn.RNNBase):
             lengths = _check_lengths(self, lengths, B, T, input.device)
         plan = self.kernel_plan(input, hx, lengths=lengths)
         if plan.reason is not None:
+            _note_fallback(plan.reason, input.device)
             return self._pytorch_forward(input, hx) if lengths is None else self._pytorch_lengths(input, hx, lengths)
         x = input if batched else input.unsqueeze(1)
         if not batched and hx is not None:
@@ -166,6 +182,7 @@ class LSTM(nn.RNNBase):
         nn.LSTM expects ``hx`` and returns ``h_n``), then is packed again with its own order."""
         plan = self.kernel_plan(packed, hx)
         if plan.reason is not None:
+            _note_fallback(plan.reason, packed.data.device)
             return self._pytorch_forward(packed, hx)
         padded, lengths = pad_packed_sequence(packed)  # [T, B, I] in the caller's order, lengths on the CPU
         _check_forward_args(self, padded, hx, batch_first=False)
@@ -311,6 +328,26 @@ class LSTM(nn.RNNBase):
         # taken for them, even at the same address with the same version
         self._packed[layer] = (key, tuple(params), packed)
         return packed
+
+
+_noted: set[tuple[bool, str]] = set()  # (on CUDA, reason) of the fallbacks reported so far
+
+
+def _note_fallback(reason: str, device: torch.device) -> None:
+    """Say once per reason that a call runs PyTorch's LSTM: a warning on CUDA tensors, where our
+    kernels were expected; an INFO log line elsewhere (CPU tensors without the interpreter).
+    Kept out of graphs torch.compile traces."""
+    if torch.compiler.is_compiling():
+        return
+    cuda = device.type == "cuda"
+    if (cuda, reason) in _noted:
+        return
+    _noted.add((cuda, reason))
+    text = f"lstm_triton.LSTM runs PyTorch's LSTM, not its kernels: {reason} (LSTM.kernel_plan tells which a call gets)"
+    if cuda:
+        warnings.warn(text, PyTorchFallbackWarning, stacklevel=3)
+    else:
+        log.info(text)
 
 
 def _fold_initial_hidden(xp: torch.Tensor, h0: torch.Tensor, w_h0: torch.Tensor, lengths) -> torch.Tensor:

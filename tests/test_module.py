@@ -1,17 +1,27 @@
 """lstm_triton.LSTM as a drop-in nn.LSTM: parameters, state_dict, initialisation, shapes,
 layouts, fallbacks, dropout, and what happens when autograd is asked for."""
 
+import logging
+import os
 import pickle
+import subprocess
+import sys
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+import lstm_triton._env
+import lstm_triton.module
 from lstm_triton import LSTM
+from lstm_triton.module import KernelPlan, PyTorchFallbackWarning, _note_fallback
 from lstm_triton.reference import lstm_reference
 from tests.helpers import DEVICE, DTYPES, assert_close, dtype_id, tolerance
 
 TOL32 = tolerance(torch.float32)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pair(*args, **kwargs):
@@ -124,6 +134,69 @@ def test_float64_packed_sequence_runs_pytorch():
         y, (h_n, _) = ours(packed)
         want_y, (want_h, _) = ref(packed)
     assert torch.equal(y.data, want_y.data) and torch.equal(h_n, want_h)
+
+
+def test_a_cuda_fallback_warns_once_per_reason(monkeypatch):
+    """A call on CUDA tensors that runs PyTorch's LSTM warns, once per reason, naming the reason
+    and kernel_plan (the helper forward calls; no CUDA tensor needed)."""
+    monkeypatch.setattr(lstm_triton.module, "_noted", set())
+    cuda = torch.device("cuda")
+    with pytest.warns(PyTorchFallbackWarning) as caught:
+        for _ in range(3):
+            _note_fallback("torch.float64 input", cuda)
+        _note_fallback("no kernel config keeps the weights on chip (H=4096, B=1, dirs=1)", cuda)
+    messages = [str(w.message) for w in caught if issubclass(w.category, PyTorchFallbackWarning)]
+    assert len(messages) == 2, messages
+    assert "torch.float64 input" in messages[0] and "H=4096" in messages[1]
+    assert all("PyTorch's LSTM" in m and "kernel_plan" in m for m in messages)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_forward_reports_the_plans_reason_with_the_inputs_device(monkeypatch, packed):
+    """Whatever the plan's reason, forward reports it with the device the call ran on (what
+    decides between a warning and a log line)."""
+    monkeypatch.setattr(LSTM, "kernel_plan", lambda self, *a, **k: KernelPlan(reason="a made-up reason"))
+    seen = []
+    monkeypatch.setattr(lstm_triton.module, "_note_fallback", lambda reason, device: seen.append((reason, device)))
+    x = torch.randn(5, 2, 3)
+    LSTM(3, 4)(nn.utils.rnn.pack_padded_sequence(x, [5, 3]) if packed else x)
+    assert seen == [("a made-up reason", x.device)]
+
+
+def test_cpu_fallback_is_logged_once_per_reason_not_warned(monkeypatch, caplog):
+    """CPU tensors without the interpreter, and float64, run PyTorch's LSTM: one INFO line per
+    reason from the module's logger, no warning."""
+    monkeypatch.setattr(lstm_triton.module, "_noted", set())
+    caplog.set_level(logging.INFO, logger="lstm_triton.module")
+    ours = LSTM(3, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PyTorchFallbackWarning)
+        for _ in range(2):
+            ours.double()(torch.randn(5, 2, 3, dtype=torch.float64))
+        monkeypatch.setattr(lstm_triton._env, "interpreting", lambda: False)
+        for _ in range(2):
+            ours.float()(torch.randn(5, 2, 3))
+    lines = [r.getMessage() for r in caplog.records if r.name == "lstm_triton.module"]
+    assert len(lines) == 2 and all(r.levelno == logging.INFO for r in caplog.records), lines
+    assert "torch.float64 input" in lines[0] and "cpu tensors without TRITON_INTERPRET=1" in lines[1]
+
+
+def test_interpreter_switched_on_after_import_is_a_one_line_error():
+    """TRITON_INTERPRET=1 set after ``import lstm_triton`` cannot take effect (Triton reads it when
+    the kernels are defined): one line says to set it before importing, not Triton's crash deep
+    in its driver lookup."""
+    code = (
+        "import os, torch, lstm_triton\n"
+        "lstm = lstm_triton.LSTM(3, 4)\n"
+        "os.environ['TRITON_INTERPRET'] = '1'\n"
+        "lstm(torch.randn(5, 2, 3))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("lstm_triton.module.LateInterpreterError: TRITON_INTERPRET=1 was set after"), res.stderr
+    assert "before importing lstm_triton" in last and "active drivers" not in res.stderr
 
 
 def test_training_mode_applies_dropout_between_layers():
