@@ -4,9 +4,13 @@ from a folder's CSVs, without a GPU.
 
 Without a GPU it runs a small sweep through Triton's interpreter against PyTorch on the CPU:
 the same files, stamped as CPU-interpreter timings that say nothing about GPU performance.
+
+It exits with 1 when a row of ours raised an error, when none of ours was timed, or when the
+barrier floor failed; its last lines say why. Tracebacks go to the folder's errors.log.
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -109,7 +113,29 @@ def main(argv: list[str] | None = None) -> int:
             print(report.summary(out))
     if outcome.left:
         print(f"budget spent: {outcome.left} rows left; run the same command again to resume")
-    return 0
+    return verdict(out, cases, providers, finished=not outcome.left, env=env)
+
+
+def verdict(out: Path, cases, providers, finished: bool, env: dict) -> int:
+    """0, or 1 after a last line or two saying why: a row of ours raised an error, none of ours
+    was timed (once every row ran), or the barrier floor failed. Counts the rows of this
+    command's cases and providers in the folder, those of earlier runs it resumed included."""
+    from .results import ERRORS_LOG, FLOOR_CSV, RESULTS_CSV, floor_failure, key_of, load, ours_failure
+
+    keys = {key_of(dataclasses.asdict(c) | {"provider": p.name}) for c in cases for p in providers}
+    why = [floor_failure(out / FLOOR_CSV)]
+    if (out / RESULTS_CSV).exists():
+        df = load(out / RESULTS_CSV)
+        df = df[[key_of(r) in keys for r in df.to_dict("records")]]
+        why.insert(0, ours_failure(df, {p.name for p in providers if p.ours}, finished))
+    why = [w for w in why if w]
+    if not why:
+        return 0
+    log = out / ERRORS_LOG
+    where = f"; tracebacks in {log}" if log.exists() else ""
+    print(f"FAILED: {'; '.join(why)}")
+    print(f"on {env['gpu']}, torch {env['torch']}, triton {env['triton']}{where}", flush=True)
+    return 1
 
 
 if __name__ == "__main__":

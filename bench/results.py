@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 RESULTS_CSV, FLOOR_CSV = "results.csv", "floor.csv"
+ERRORS_LOG = "errors.log"  # the traceback of every error row, appended run after run
 
 # Row statuses. Only OK rows carry timings; ERROR rows are measured again on a rerun.
 OK = "ok"
@@ -91,3 +92,32 @@ def done_keys(path: Path) -> set[tuple[str, ...]]:
     df = load(path)
     df = df[df["status"] != ERROR]
     return {tuple(str(v) for v in r) for r in df[list(KEY)].itertuples(index=False)}
+
+
+def ours_failure(df: pd.DataFrame, ours: set[str], finished: bool) -> str | None:
+    """Why our side of a run failed, from its rows (``load``'s, last row per key): a row of ours
+    that raised (the first one named), or, once every row ran (``finished``), none of ours
+    timed. None when ours ran, or when the run asked for none of ours."""
+    mine = df[df["provider"].isin(ours)]
+    errors = mine[mine["status"] == ERROR]
+    if not errors.empty:
+        r = errors.iloc[0]
+        shape = " ".join(str(r[k]) for k in ("sweep", "mode", "dtype"))
+        shape += "".join(f" {k}={r[k]}" for k in ("T", "H", "proj", "B", "layers", "dirs"))
+        first = f"{shape} | {r['provider']}: {r['reason']}"
+        return f"{len(errors)} of {len(mine)} rows of ours raised an error; the first, {first}"
+    if finished and not mine.empty and not (mine["status"] == OK).any():
+        counts = ", ".join(f"{n} {s}" for s, n in mine["status"].value_counts().items())
+        return f"no row of ours was timed ({counts}); the first reason: {mine.iloc[0]['reason']}"
+    return None
+
+
+def floor_failure(path: Path) -> str | None:
+    """Why the barrier floor of a folder failed (its first error row), or None."""
+    if not path.exists():
+        return None
+    floor = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    errors = floor[floor["status"] == ERROR]
+    if errors.empty:
+        return None
+    return f"the barrier floor failed at {errors.iloc[0]['programs']} programs: {errors.iloc[0]['reason']}"

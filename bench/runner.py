@@ -13,12 +13,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .floor import measure_floor
+from .floor import FLOOR_PROGRAMS, measure_floor
 from .gate import check, reference
 from .progress import Progress
 from .providers import Provider, route
 from .results import (
     ERROR,
+    ERRORS_LOG,
     FLOOR_CSV,
     FLOOR_SCHEMA,
     OK,
@@ -134,10 +135,22 @@ def _outcome(m: dict) -> str:
     return f"{m['status']}: {m['reason'][:100]}"
 
 
-def _error(e: Exception) -> dict:
-    traceback.print_exc()
+def _error(e: Exception, log: Path, where: str) -> dict:
+    """An error row; its traceback goes to ``log`` (the report folder's errors.log), not the
+    console: a broken Triton fails every row of ours the same way, thousands of lines."""
+    with log.open("a") as f:
+        f.write(f"=== {now()} {where}\n{''.join(traceback.format_exception(e))}\n")
     lines = str(e).strip().splitlines()
     return {"status": ERROR, "reason": f"{type(e).__name__}: {lines[0] if lines else ''}"}
+
+
+def _floor_rows(device: str, log: Path) -> list[dict]:
+    """measure_floor's rows; an exception becomes an error row per program count."""
+    try:
+        return measure_floor(device)
+    except Exception as e:  # recorded as error rows (traceback in the log); the run goes on
+        row = _error(e, log, "floor")
+        return [dict(programs=p, n_iters=0, us_per_barrier=None) | row for p in FLOOR_PROGRAMS]
 
 
 def run(
@@ -164,8 +177,9 @@ def run(
     ]
     progress = Progress(len(todo), budget_s)
     floor = CsvLog(out / FLOOR_CSV, FLOOR_SCHEMA)
+    errors_log = out / ERRORS_LOG
     if not (out / FLOOR_CSV).exists():
-        for row in measure_floor(device):
+        for row in _floor_rows(device, errors_log):
             floor.append(row | env | {"time": now()})
     written, slowest = 0, 0.0
     for case, group in itertools.groupby(todo, key=lambda cp: cp[0]):
@@ -180,8 +194,8 @@ def run(
             t0 = time.monotonic()
             try:
                 m = measure_row(provider, case, base, inputs, expected, policy, device)
-            except Exception as e:  # recorded as an error row (traceback on stderr); the run goes on
-                m = _error(e)
+            except Exception as e:  # recorded as an error row (traceback in errors.log); the run goes on
+                m = _error(e, errors_log, f"{case.label()} | {provider.name}")
             slowest = max(slowest, time.monotonic() - t0)
             log.append(make_row(case, provider.name, m, env))
             written += 1

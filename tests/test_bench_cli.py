@@ -5,8 +5,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+import triton
 
+import bench.runner
 from bench.__main__ import main
+from lstm_triton import LSTM
 from lstm_triton._env import interpreting
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,3 +53,57 @@ def test_projection_sweep_trains_on_our_kernels(tmp_path):
     assert main(args) == 0
     df = pd.read_csv(tmp_path / "results.csv").set_index("provider")
     assert (df["status"] == "ok").all() and (df["proj"] == 4).all(), df[["status", "reason"]]
+
+
+TINY = [
+    "--device",
+    "cpu",
+    "--T",
+    "4",
+    "--H",
+    "16",
+    "--B",
+    "1",
+    "2",
+    "--dirs",
+    "1",
+    "--dtype",
+    "float32",
+    "--mode",
+    "fwd",
+]
+
+
+@pytest.mark.skipif(not interpreting(), reason="the CPU run in this process needs the interpreter on")
+def test_an_error_of_ours_fails_the_run_and_says_why(tmp_path, capsys, monkeypatch):
+    """A broken Triton (every call of ours raises): exit 1, the last lines name the first error
+    and the versions, the tracebacks are in errors.log and not on the console."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("0 active drivers ([]). There should only be one.")
+
+    monkeypatch.setattr(LSTM, "_layers", broken)
+    assert main([*TINY, "--out", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    failed, versions = out.strip().splitlines()[-2:]
+    assert failed.startswith("FAILED: 2 of 4 rows of ours raised an error; the first, custom fwd float32 T=4 H=16")
+    assert failed.endswith("| ours: RuntimeError: 0 active drivers ([]). There should only be one.")
+    assert f"torch {torch.__version__}, triton {triton.__version__}" in versions
+    assert versions.endswith(f"tracebacks in {tmp_path / 'errors.log'}")
+    assert "Traceback" not in out + err
+    log = (tmp_path / "errors.log").read_text()
+    assert log.count("Traceback (most recent call last)") == 2 and "in broken" in log
+    df = pd.read_csv(tmp_path / "results.csv").set_index("provider")
+    assert (df.loc["ours", "status"] == "error").all() and (df.loc["pytorch", "status"] == "ok").all()
+
+
+@pytest.mark.skipif(not interpreting(), reason="the CPU run in this process needs the interpreter on")
+def test_a_run_with_none_of_ours_timed_fails_unless_none_was_asked_for(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench.runner, "route", lambda *a: (None, "routed to PyTorch's LSTM: a made-up reason"))
+    assert main([*TINY, "--providers", "ours", "pytorch", "--out", str(tmp_path / "routed")]) == 1
+    failed = capsys.readouterr().out.strip().splitlines()[-2]
+    assert (
+        failed
+        == "FAILED: no row of ours was timed (2 routed); the first reason: routed to PyTorch's LSTM: a made-up reason"
+    )
+    assert main([*TINY, "--providers", "pytorch", "--out", str(tmp_path / "theirs")]) == 0

@@ -3,10 +3,11 @@ import copy
 import pandas as pd
 import pytest
 
+import bench.runner
 from bench.env import environment
 from bench.floor import run_barriers
 from bench.providers import Provider
-from bench.results import ERROR, FLOOR_CSV, OK, RESULTS_CSV, SKIPPED
+from bench.results import ERROR, ERRORS_LOG, FLOOR_CSV, OK, RESULTS_CSV, SKIPPED, floor_failure
 from bench.runner import run
 from bench.sweeps import Sweep
 from bench.timing import Policy
@@ -48,12 +49,15 @@ def test_budget_stops_cleanly_and_rerun_resumes(tmp_path):
     assert len(df) == 4 and set(df["status"]) == {OK}
 
 
-def test_error_rows_are_recorded_then_measured_again(tmp_path):
+def test_error_rows_are_recorded_then_measured_again(tmp_path, capsys):
     calls = Calls()
     calls.fail = True
     assert _run(tmp_path, calls).written == 4
     df = pd.read_csv(tmp_path / RESULTS_CSV)
     assert set(df["status"]) == {ERROR} and df["reason"].str.contains("deliberate failure").all()
+    # the tracebacks go to the folder's log, one per error row, not to the console
+    assert (tmp_path / ERRORS_LOG).read_text().count("RuntimeError: deliberate failure") == 4
+    assert "Traceback" not in "".join(capsys.readouterr())
     calls.fail = False
     assert _run(tmp_path, calls).written == 4
     df = pd.read_csv(tmp_path / RESULTS_CSV)
@@ -70,3 +74,15 @@ def test_floor_is_skipped_on_cpu_with_a_reason(tmp_path):
 def test_floor_kernel_counts_every_arrival():
     # one program under the interpreter: the barrier passes at once, the counter must reach n_iters
     assert run_barriers(1, 5, "cpu") == (5, 0)
+
+
+def test_a_floor_that_raises_becomes_error_rows(tmp_path, monkeypatch):
+    def broken(device):
+        raise RuntimeError("deliberate floor failure")
+
+    monkeypatch.setattr(bench.runner, "measure_floor", broken)
+    _run(tmp_path, Calls(), budget_s=0)
+    floor = pd.read_csv(tmp_path / FLOOR_CSV)
+    assert set(floor["status"]) == {ERROR} and (floor["reason"] == "RuntimeError: deliberate floor failure").all()
+    assert "deliberate floor failure" in (tmp_path / ERRORS_LOG).read_text()
+    assert floor_failure(tmp_path / FLOOR_CSV).endswith("RuntimeError: deliberate floor failure")
