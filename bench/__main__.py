@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from .results import ERRORS_LOG
 from .sweeps import DTYPES, MODES, SWEEPS
 
 REPORTS = Path("reports")
@@ -107,20 +108,25 @@ def main(argv: list[str] | None = None) -> int:
     policy = GPU_POLICY if device == "cuda" else CPU_POLICY
     try:
         outcome = runner.run(out, cases, providers, device, policy, args.budget_s, env)
+    except Exception as e:  # the run stopped (a broken CUDA context, ...): the traceback joins the rows'
+        outcome = e
     finally:
         if (out / RESULTS_CSV).exists():
             print(f"wrote {report.build(out)}")
             print(report.summary(out))
+    if isinstance(outcome, Exception):
+        stopped = runner.error_row(outcome, out / ERRORS_LOG, "the run, stopped")["reason"]
+        return failed([f"the run stopped: {stopped}"], out, env)
     if outcome.left:
         print(f"budget spent: {outcome.left} rows left; run the same command again to resume")
     return verdict(out, cases, providers, finished=not outcome.left, env=env)
 
 
 def verdict(out: Path, cases, providers, finished: bool, env: dict) -> int:
-    """0, or 1 after a last line or two saying why: a row of ours raised an error, none of ours
-    was timed (once every row ran), or the barrier floor failed. Counts the rows of this
-    command's cases and providers in the folder, those of earlier runs it resumed included."""
-    from .results import ERRORS_LOG, FLOOR_CSV, RESULTS_CSV, floor_failure, key_of, load, ours_failure
+    """0, or ``failed``'s 1: a row of ours raised an error, none of ours was timed (once every
+    row ran), or the barrier floor failed. Counts the rows of this command's cases and
+    providers in the folder, those of earlier runs it resumed included."""
+    from .results import FLOOR_CSV, RESULTS_CSV, floor_failure, key_of, load, ours_failure
 
     keys = {key_of(dataclasses.asdict(c) | {"provider": p.name}) for c in cases for p in providers}
     why = [floor_failure(out / FLOOR_CSV)]
@@ -129,8 +135,11 @@ def verdict(out: Path, cases, providers, finished: bool, env: dict) -> int:
         df = df[[key_of(r) in keys for r in df.to_dict("records")]]
         why.insert(0, ours_failure(df, {p.name for p in providers if p.ours}, finished))
     why = [w for w in why if w]
-    if not why:
-        return 0
+    return failed(why, out, env) if why else 0
+
+
+def failed(why: list[str], out: Path, env: dict) -> int:
+    """The last two lines of a failed run, why and where; returns the exit status, 1."""
     log = out / ERRORS_LOG
     where = f"; tracebacks in {log}" if log.exists() else ""
     print(f"FAILED: {'; '.join(why)}")

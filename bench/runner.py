@@ -135,7 +135,7 @@ def _outcome(m: dict) -> str:
     return f"{m['status']}: {m['reason'][:100]}"
 
 
-def _error(e: Exception, log: Path, where: str) -> dict:
+def error_row(e: Exception, log: Path, where: str) -> dict:
     """An error row; its traceback goes to ``log`` (the report folder's errors.log), not the
     console: a broken Triton fails every row of ours the same way, thousands of lines."""
     with log.open("a") as f:
@@ -149,7 +149,7 @@ def _floor_rows(device: str, log: Path) -> list[dict]:
     try:
         return measure_floor(device)
     except Exception as e:  # recorded as error rows (traceback in the log); the run goes on
-        row = _error(e, log, "floor")
+        row = error_row(e, log, "floor")
         return [dict(programs=p, n_iters=0, us_per_barrier=None) | row for p in FLOOR_PROGRAMS]
 
 
@@ -195,7 +195,7 @@ def run(
             try:
                 m = measure_row(provider, case, base, inputs, expected, policy, device)
             except Exception as e:  # recorded as an error row (traceback in errors.log); the run goes on
-                m = _error(e, errors_log, f"{case.label()} | {provider.name}")
+                m = error_row(e, errors_log, f"{case.label()} | {provider.name}")
             slowest = max(slowest, time.monotonic() - t0)
             log.append(make_row(case, provider.name, m, env))
             written += 1

@@ -107,3 +107,15 @@ def test_a_run_with_none_of_ours_timed_fails_unless_none_was_asked_for(tmp_path,
         == "FAILED: no row of ours was timed (2 routed); the first reason: routed to PyTorch's LSTM: a made-up reason"
     )
     assert main([*TINY, "--providers", "pytorch", "--out", str(tmp_path / "theirs")]) == 0
+
+
+@pytest.mark.skipif(not interpreting(), reason="the CPU run in this process needs the interpreter on")
+def test_a_run_that_stops_fails_with_one_line_and_the_traceback_in_the_log(tmp_path, capsys, monkeypatch):
+    def broken(case, device):
+        raise RuntimeError("the CUDA context broke")
+
+    monkeypatch.setattr(bench.runner, "base_module", broken)
+    assert main([*TINY, "--out", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert out.strip().splitlines()[-2] == "FAILED: the run stopped: RuntimeError: the CUDA context broke"
+    assert "Traceback" not in out + err and "in broken" in (tmp_path / "errors.log").read_text()
