@@ -42,12 +42,12 @@ def test_grid_configs_compile_for_sm90_without_spills_and_pass_the_ptx_checks():
     reports = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     assert len(reports) == len(aot.grid_configs())
     bad = [
-        (rep["kernel"], rep["hidden_size"], rep["B"], rep["dirs"], rep["dtype"], rep["exact_fp32"], rep["varlen"])
-        + (rep["config"], rep["problems"])
+        f"{rep['kernel']}{'-varlen' if rep['varlen'] else ''} H={rep['hidden_size']} B={rep['B']} dirs={rep['dirs']} "
+        f"{rep['dtype']}{'-ieee' if rep['exact_fp32'] else ''} {rep['config']}: {rep['problems']}"
         for rep in reports
         if rep["problems"]
     ]
-    assert not bad, bad
+    assert not bad, "\n".join(bad)
     # the tensor cores are used on the dot path: a silent fallback to FMA would cost 10x
     assert all(
         rep["matmul"] == "mma.sync" for rep in reports if not rep["config"]["use_fma"] and not rep["exact_fp32"]
