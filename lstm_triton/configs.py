@@ -56,6 +56,9 @@ MIN_DOT_BLOCK_B = 8
 MAX_BLOCK_B = 32
 WIDE_BLOCK_B = 32  # batch tiles this tall get 8 warps on the dot path
 EXACT_FP32_WIDE_H, EXACT_FP32_WIDE_BLOCK_H = 512, 8  # exact fp32 dots at H >= 512: 8 units a program
+EXACT_FP32_SPLIT_K = 8  # exact fp32 dots: warps that split the reduction
+# H <= 128: 4 warps; 8 (each reducing 16 of K) spill 400 B with triton 3.8 (sm_90 compile check)
+EXACT_FP32_NARROW_H, EXACT_FP32_NARROW_SPLIT_K = 128, 4
 TRAIN_WIDE_BLOCK_B = 16  # the training forward's tallest batch tile, with 8 warps
 MAX_BWD_BLOCK_B, MAX_EXACT_BWD_BLOCK_B = 16, 4  # the backward's batch tile, TF32/16-bit and exact fp32
 WIDE_BWD_BLOCK_H = 128  # a backward program this wide gets batch tiles of MIN_DOT_BLOCK_B rows
@@ -181,11 +184,12 @@ def _exact_fp32(cfg: LSTMConfig, h_pad: int) -> LSTMConfig:
     of a short batch tile for few hidden units (sm_90 compile check)."""
     if cfg.use_fma:
         return cfg
+    split_k = EXACT_FP32_NARROW_SPLIT_K if h_pad <= EXACT_FP32_NARROW_H else EXACT_FP32_SPLIT_K
     return replace(
         cfg,
         block_h=min(cfg.block_h, _max_block_h(h_pad, True)),
         block_b=min(cfg.block_b, MIN_DOT_BLOCK_B),
-        split_k=min(8, h_pad // MIN_DOT_K),
+        split_k=min(split_k, h_pad // MIN_DOT_K),
         num_warps=8,
     )
 
