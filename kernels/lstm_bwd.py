@@ -43,6 +43,41 @@ def _recurrent_dh(p_dx, o_dg, m_dg, b_wt, SPLIT_K: tl.constexpr, PRECISION: tl.c
         return tl.sum(tl.dot(b_dg, b_wt, input_precision=PRECISION), axis=0)
 
 
+@triton.jit
+def _saved_step(
+    p_dy,
+    p_gates,
+    p_cs,
+    k,
+    live,
+    d,
+    lens,
+    m_b,
+    m_s,
+    o_dyrow,
+    o_xrow,
+    o_yrow,
+    o_x,
+    o_us,
+    stride_dyt,
+    stride_xt,
+    stride_yt,
+    USE_LENGTHS: tl.constexpr,
+):
+    """What the backward reads of the forward's step ``k`` (nothing unless ``live``), as stored:
+    dy, the activated gates, c_k and c_{k-1} (zero past a row's length, and c_{k-1} at k = 0)."""
+    t, rows = _step_rows(k, d, lens, m_b, USE_LENGTHS)
+    rows = rows & live
+    m_own = m_s & rows[:, None]
+    b_dy = tl.load(p_dy + (o_dyrow + t * stride_dyt)[:, None] + o_us, mask=m_own, other=0.0)
+    b_a = tl.load(p_gates + (o_xrow + t * stride_xt)[:, None] + o_x, mask=rows[:, None], other=0.0)
+    b_c = tl.load(p_cs + (o_yrow + t * stride_yt)[:, None] + o_us, mask=m_own, other=0.0)
+    t_earlier, _ = _row_times(k - 1, d, lens)  # the forward's previous step (k >= 1)
+    o_cp = (o_yrow + t_earlier * stride_yt)[:, None] + o_us
+    b_cp = tl.load(p_cs + o_cp, mask=m_own & (k > 0), other=0.0)
+    return b_dy, b_a, b_c, b_cp
+
+
 @triton.jit(do_not_specialize=["T", "B", "s_begin", "n_steps", "final", "b_tile0", "d0", "max_spins"])
 def _lstm_bwd_kernel(
     p_dy,  # [T, B, DIRS * H] gradient of the output (strides below)
@@ -120,9 +155,32 @@ def _lstm_bwd_kernel(
         c_first = tl.load(p_c0 + o_s, mask=m_s, other=0.0).to(tl.float32)
 
     s_end = s_begin + n_steps
+    # each step's saved values are loaded during the previous one, before its barrier wait
+    o_dyrow = o_b64 * stride_dyb
+    saved = _saved_step(
+        p_dy,
+        p_gates,
+        p_cs,
+        T - 1 - s_begin,
+        s_begin < s_end,
+        d,
+        lens,
+        m_b,
+        m_s,
+        o_dyrow,
+        o_xrow,
+        o_yrow,
+        o_x,
+        o_us,
+        stride_dyt,
+        stride_xt,
+        stride_yt,
+        USE_LENGTHS,
+    )
     for s in range(s_begin, s_end):
         k = T - 1 - s  # the forward step
         t, rows = _step_rows(k, d, lens, m_b, USE_LENGTHS)
+        b_dy, b_a, b_c, b_cp = saved
         if s == 0:
             dh = tl.zeros((BLOCK_B, BLOCK_H), dtype=tl.float32)
         else:  # dh through W_hh from every unit's dgates of the previous backward step
@@ -133,18 +191,11 @@ def _lstm_bwd_kernel(
             dh += tl.where(((k == lens - 1) & m_b)[:, None], dh_n, 0.0)
         elif s == 0:
             dh += dh_n
-        m_own = m_s & rows[:, None]
-        o_dyt = (o_b64 * stride_dyb + t * stride_dyt)[:, None] + o_us
-        dh += tl.load(p_dy + o_dyt, mask=m_own, other=0.0).to(tl.float32)
-
+        dh += b_dy.to(tl.float32)
+        a_i, a_f, a_g, a_o = _split_gates(b_a.to(tl.float32), BLOCK_B, BLOCK_H)
+        c = b_c.to(tl.float32)
+        c_prev = tl.where(k == 0, c_first, b_cp.to(tl.float32))
         o_xt = (o_xrow + t * stride_xt)[:, None] + o_x
-        b_a = tl.load(p_gates + o_xt, mask=rows[:, None], other=0.0).to(tl.float32)
-        a_i, a_f, a_g, a_o = _split_gates(b_a, BLOCK_B, BLOCK_H)
-        c = tl.load(p_cs + (o_yrow + t * stride_yt)[:, None] + o_us, mask=m_own, other=0.0).to(tl.float32)
-        t_earlier, _ = _row_times(k - 1, d, lens)  # the forward's previous step (k >= 1)
-        o_cp = (o_yrow + t_earlier * stride_yt)[:, None] + o_us
-        c_prev = tl.load(p_cs + o_cp, mask=m_own & (k > 0), other=0.0).to(tl.float32)
-        c_prev = tl.where(k == 0, c_first, c_prev)
 
         tc = _tanh(c)
         dc_new = dc + dh * a_o * (1.0 - tc * tc)
@@ -159,6 +210,26 @@ def _lstm_bwd_kernel(
         else:
             dc = dc_new * a_f
         tl.store(p_dx + o_xt, _cast_for_store(b_dg, p_dx.dtype.element_ty, UPCAST), mask=m_b[:, None])
+        saved = _saved_step(
+            p_dy,
+            p_gates,
+            p_cs,
+            k - 1,
+            s + 1 < s_end,
+            d,
+            lens,
+            m_b,
+            m_s,
+            o_dyrow,
+            o_xrow,
+            o_yrow,
+            o_x,
+            o_us,
+            stride_dyt,
+            stride_xt,
+            stride_yt,
+            USE_LENGTHS,
+        )
         if USE_BARRIER:
             _grid_barrier(p_cnt + d * tl.cdiv(B, BLOCK_B) + b_tile, p_err, n_prog * (s - s_begin + 1), max_spins)
         else:  # one program: its warps reload elements other warps stored (the layouts differ)
