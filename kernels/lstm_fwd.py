@@ -43,14 +43,17 @@ def _load_w(p_w, n_cols, H_PAD: tl.constexpr, N: tl.constexpr, SPLIT_K: tl.const
 
 
 @triton.jit
-def _recurrent_matmul(b_h, b_w, SPLIT_K: tl.constexpr, USE_FMA: tl.constexpr, PRECISION: tl.constexpr):
-    """h_{t-1} @ W_hh^T slice -> [BLOCK_B, N] fp32."""
+def _recurrent_matmul(b_h, b_w, b_x, SPLIT_K: tl.constexpr, USE_FMA: tl.constexpr, PRECISION: tl.constexpr):
+    """x_t W_ih^T + h_{t-1} @ W_hh^T slice -> [BLOCK_B, N] fp32. The projection ``b_x`` enters as
+    the dot's accumulator (of split 0): its layout conversion then waits for no product."""
+    b_x = b_x.to(tl.float32)
     if USE_FMA:  # broadcast-multiply and reduce on CUDA cores: beats tl.dot at one batch row
-        return tl.sum(b_h.to(tl.float32)[:, :, None] * b_w[None, :, :], axis=1)
+        return tl.sum(b_h.to(tl.float32)[:, :, None] * b_w[None, :, :], axis=1) + b_x
     elif SPLIT_K == 1:
-        return tl.dot(b_h, b_w, input_precision=PRECISION)
+        return tl.dot(b_h, b_w, acc=b_x, input_precision=PRECISION)
     else:  # warp s reduces K-chunk s, then one cross-warp sum
-        return tl.sum(tl.dot(b_h, b_w, input_precision=PRECISION), axis=0)
+        acc = tl.where(tl.arange(0, SPLIT_K)[:, None, None] == 0, b_x[None, :, :], 0.0)
+        return tl.sum(tl.dot(b_h, b_w, acc=acc, input_precision=PRECISION), axis=0)
 
 
 @triton.jit(do_not_specialize=["T", "B", "s_begin", "n_steps", "b_tile0", "d0", "max_spins"])
@@ -133,7 +136,7 @@ def _lstm_fwd_kernel(
     for s in range(s_begin, s_end):
         if UPCAST:
             b_h = b_h.to(tl.float32)
-        g = _recurrent_matmul(b_h, b_w, SPLIT_K, USE_FMA, PRECISION) + b_x.to(tl.float32)
+        g = _recurrent_matmul(b_h, b_w, b_x, SPLIT_K, USE_FMA, PRECISION)
         g_i, g_f, g_g, g_o = _split_gates(g, BLOCK_B, BLOCK_H)
         a_i, a_f, a_g, a_o = _sigmoid(g_i), _sigmoid(g_f), _tanh(g_g), _sigmoid(g_o)
         c_new = a_f * c + a_i * a_g
