@@ -210,6 +210,7 @@ def forced_timeout(job: Job, config: LSTMConfig, neighbours: list[Job], device: 
         warnings.simplefilter("ignore", RuntimeWarning)  # the interpreter's garbage gates overflow exp()
         try:
             lstm_recurrent_fwd(xp, layer, h0[:1], c0[:1], config, mode=PERSISTENT, max_spins=FORCED_SPINS[device])
+            launch.check_timeouts(xp.device, wait=True)  # the call queued its own check, without a host sync
             failures.append(f"{job.shape}: the forced time-out did not raise")
         except BarrierTimeoutError:
             pass

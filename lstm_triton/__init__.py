@@ -2,8 +2,16 @@
 
 from .configs import LSTMConfig
 from .convert import Replacement, replace_lstm
-from .launch import BarrierTimeoutError
+from .launch import BarrierTimeoutError, check_timeouts
 from .module import LSTM, PyTorchFallbackWarning
 
-__all__ = ["LSTM", "LSTMConfig", "BarrierTimeoutError", "PyTorchFallbackWarning", "replace_lstm", "Replacement"]
+__all__ = [
+    "LSTM",
+    "LSTMConfig",
+    "BarrierTimeoutError",
+    "PyTorchFallbackWarning",
+    "check_timeouts",
+    "replace_lstm",
+    "Replacement",
+]
 __version__ = "0.1.0"

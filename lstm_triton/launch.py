@@ -22,10 +22,9 @@ MAX_BARRIER_COUNT = BARRIER_POISON.value - 1
 
 PERSISTENT, STEPWISE = "persistent", "stepwise"
 
-# A host sync per forward call reads the barrier time-out flag, so a time-out raises at the call.
-# Turn it off for fully asynchronous multi-stream pipelines: every persistent launch is
-# cooperative (CUDA co-schedules all its programs), so a time-out then needs a bug, and shows
-# only as wrong outputs.
+# Each call looks at its device's barrier time-out flag without a host sync (``check_timeouts``).
+# Every persistent launch is cooperative (CUDA co-schedules all its programs), so a time-out needs
+# a bug; turning this off leaves such a bug to show only as wrong outputs.
 CHECK_TIMEOUTS = True
 
 # Tests set this: every output buffer starts as NaN, so an element no kernel wrote shows.
@@ -282,7 +281,6 @@ def lstm_recurrent_fwd(
     mode: str | None = None,
     exact_fp32: bool | None = None,
     chip: Chip | None = None,
-    err: torch.Tensor | None = None,
     max_spins: int = BARRIER_MAX_SPINS,
 ):
     """Run the recurrence of one layer, all directions.
@@ -300,9 +298,6 @@ def lstm_recurrent_fwd(
     exact_fp32: float32 dots without TF32; default: ``not torch.backends.cudnn.allow_tf32``,
           as cuDNN decides.
     chip: the limits persistent launches are planned for; default: the tensors' device.
-    err:  a [1] int32 time-out flag shared by several calls, which the caller then checks with
-          ``raise_on_timeout`` (one sync for a whole stack of layers); default: a flag of this
-          call's own, checked before returning when CHECK_TIMEOUTS.
     Returns y [T, B, DIRS * H], h_n [DIRS, B, H], c_n [DIRS, B, H] (at each sequence's last
     step) in xp's dtype, and the ``Saved`` activations (None unless ``save``).
     """
@@ -326,8 +321,7 @@ def lstm_recurrent_fwd(
         h_n = torch.zeros(dirs, B, H, device=dev, dtype=dtype) if h0 is None else h0.clone()
         return y, h_n, c.to(dtype), saved
 
-    own_err = err is None
-    err = new_timeout_flag(dev) if own_err else err
+    err = timeout_flag(dev)
     barrier = _launch_schedule(
         _lstm_fwd_kernel,
         lambda cnt, step: fwd_kernel_args(xp, layer, h0, c, y, saved, lengths, cnt, err, config, step),
@@ -342,8 +336,8 @@ def lstm_recurrent_fwd(
         chip=chip,
         max_spins=max_spins,
     )
-    if own_err and barrier and CHECK_TIMEOUTS:
-        raise_on_timeout(err)
+    if barrier and CHECK_TIMEOUTS:
+        check_timeouts(dev)
     return y, last_outputs(y, lengths, dirs, H), c.to(dtype), saved
 
 
@@ -396,7 +390,7 @@ def lstm_recurrent_bwd(
     dh0 = new_output(dirs, B, H, device=dev, dtype=dtype)
     lengths = _device_lengths(lengths, B, dev)
 
-    err = new_timeout_flag(dev)
+    err = timeout_flag(dev)
     barrier = _launch_schedule(
         _lstm_bwd_kernel,
         lambda cnt, step: bwd_kernel_args(dy, saved, c0, layer, dh_n, dc, dxp, dh0, lengths, cnt, err, config, step),
@@ -413,7 +407,7 @@ def lstm_recurrent_bwd(
         final_pass=True,
     )
     if barrier and CHECK_TIMEOUTS:
-        raise_on_timeout(err)
+        check_timeouts(dev)
 
     # dW_hh^T[d] = sum_t h_{t-1}^T dgates_t, h_{t-1} from the output (h0 or zeros at each
     # sequence's first step; padded steps have zero dgates)
@@ -443,17 +437,62 @@ def uses_barrier(n_prog: int, mode: str | None = None) -> bool:
     return (mode or default_mode(n_prog)) == PERSISTENT and (n_prog > 1 or interpreting())
 
 
-def new_timeout_flag(device) -> torch.Tensor:
-    return torch.zeros(1, device=device, dtype=torch.int32)
+@dataclass
+class _TimeoutWatch:
+    """A device's barrier time-out flag, set by any launch on it, and its host copy."""
+
+    flag: torch.Tensor  # [1] int32 on the device, zeroed once reported
+    seen: torch.Tensor  # [1] int32 on the host (pinned on a GPU): the flag as the last copy found it
+    copied: "torch.cuda.Event | None" = None  # recorded after that copy
 
 
-def raise_on_timeout(err: torch.Tensor) -> None:
-    """Raise BarrierTimeoutError if a barrier timed out (reads the flag: a host sync), except
-    while a CUDA graph is being captured, where no sync is allowed."""
-    if err.is_cuda and torch.cuda.is_current_stream_capturing():
+_WATCHES: dict[torch.device, _TimeoutWatch] = {}
+
+
+def _watch(device) -> _TimeoutWatch:
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if device not in _WATCHES:
+        on_gpu = device.type == "cuda"
+        _WATCHES[device] = _TimeoutWatch(
+            torch.zeros(1, device=device, dtype=torch.int32), torch.zeros(1, dtype=torch.int32, pin_memory=on_gpu)
+        )
+    return _WATCHES[device]
+
+
+def timeout_flag(device) -> torch.Tensor:
+    """The [1] int32 flag every launch on ``device`` sets when its grid barrier times out."""
+    return _watch(device).flag
+
+
+def check_timeouts(device, wait: bool = False) -> None:
+    """Raise BarrierTimeoutError once if a launch on ``device`` timed out since the last report.
+
+    On a GPU without ``wait`` there is no host sync: the flag's copy queued by the previous check
+    is read if it has landed (an event query), and a new copy is queued; a time-out thus raises
+    at a later call, or at once with ``wait=True`` (which synchronizes with the device). On the
+    CPU (the interpreter) the flag is read at once. Nothing is read while a CUDA graph is being
+    captured (its replays set the flag, and the next call outside the graph reports them)."""
+    w = _watch(device)
+    if not w.flag.is_cuda:
+        fired = bool(w.flag.item())
+    elif torch.cuda.is_current_stream_capturing():
         return
-    if int(err.item()):
+    elif wait:
+        w.seen.copy_(w.flag)
+        fired = bool(w.seen.item())
+    else:
+        fired = w.copied is not None and w.copied.query() and bool(w.seen.item())
+        w.seen.copy_(w.flag, non_blocking=True)
+        w.copied = torch.cuda.Event()
+        w.copied.record()
+    if fired:
+        w.flag.zero_()
+        w.seen.zero_()
+        w.copied = None
         raise BarrierTimeoutError(
             "lstm_triton: the recurrent kernel's grid barrier timed out (its programs were not all "
-            "resident on the GPU); its outputs are invalid. The GPU is still usable."
+            "resident on the GPU); the outputs of the calls since the last check are invalid. The GPU is "
+            "still usable."
         )

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import _env, launch
+from . import _env
 from .configs import LSTMConfig, select_backward_config, select_config, training_config, varlen_config
-from .launch import last_outputs, lstm_recurrent_fwd, new_output, new_timeout_flag, raise_on_timeout, uses_barrier
+from .launch import last_outputs, lstm_recurrent_fwd, new_output
 from .layout import PackedLayer, pack_layer
 from .ops import config_args, recurrence
 
@@ -245,7 +245,6 @@ class LSTM(nn.RNNBase):
         config, bwd_config = plan.config, plan.backward
         compiling = torch.compiler.is_compiling()
         direct = bwd_config is None and not compiling  # the launcher called here, not through the op
-        err = new_timeout_flag(x.device) if direct else None  # the op checks its own
         if lengths is not None:
             lengths = lengths.to(x.device, torch.int32)
         h_n, c_n = [], []
@@ -280,7 +279,7 @@ class LSTM(nn.RNNBase):
             else:
                 out = new_output(*inp.shape[:2], D * H, device=x.device, dtype=x.dtype)
                 out = out.transpose(0, 1) if batch_major else out
-                y, h, c, _ = lstm_recurrent_fwd(xp, packed, h0, c0, config, out=out, lengths=lengths, err=err)
+                y, h, c, _ = lstm_recurrent_fwd(xp, packed, h0, c0, config, out=out, lengths=lengths)
             if packed.w_hr is not None:
                 y = _project(y, packed.w_hr, batch_major)
                 h = last_outputs(y, lengths, D, self.proj_size)
@@ -291,8 +290,6 @@ class LSTM(nn.RNNBase):
                 if (self.training and self.dropout > 0 and layer < L - 1)
                 else y
             )
-        if direct and launch.CHECK_TIMEOUTS and uses_barrier(config.programs(H)):
-            raise_on_timeout(err)  # one host sync for all layers
         return y, torch.cat(h_n), torch.cat(c_n)
 
     def _packed_layer(

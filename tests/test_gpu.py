@@ -10,8 +10,8 @@ from torch import nn
 import lstm_triton.launch
 from lstm_triton import LSTM, BarrierTimeoutError, LSTMConfig
 from lstm_triton.aot import GRID_B, GRID_H
-from lstm_triton.configs import select_config
-from lstm_triton.launch import PERSISTENT, STEPWISE, lstm_recurrent_fwd
+from lstm_triton.dispatch import select_config
+from lstm_triton.launch import PERSISTENT, STEPWISE, check_timeouts, lstm_recurrent_fwd
 from lstm_triton.layout import pack_layer
 from lstm_triton.reference import lstm_reference
 from tests.helpers import DTYPES, assert_close, dtype_id, tolerance
@@ -116,11 +116,34 @@ def test_forced_barrier_timeout_raises_and_leaves_the_gpu_usable():
     assert cfg.programs(512) > 1
     layer = ours._packed_layer(0, cfg)
     xp = torch.addmm(layer.bias, x.reshape(-1, 512), layer.w_ih.t()).view(T_CHECK, 8, -1)
+    lstm_recurrent_fwd(xp, layer, hx[0], hx[1], cfg, max_spins=0)
     with pytest.raises(BarrierTimeoutError):
-        lstm_recurrent_fwd(xp, layer, hx[0], hx[1], cfg, max_spins=0)
+        check_timeouts(xp.device, wait=True)  # the call itself queued its check, without a host sync
     with torch.no_grad():
         y, _ = ours(x, hx)
     assert_close("after a time-out", y, lstm_reference(ref, x, hx)[0], tolerance(torch.bfloat16))
+
+
+def test_calls_queue_without_a_host_sync():
+    """Inference and a training step never wait for the GPU: the time-out flag is read from a
+    copy that has already landed (PyTorch's sync debug mode raises on any synchronizing call)."""
+    ours, _, x, hx = grid_problem(512, 8, True, torch.bfloat16)
+    x = x.requires_grad_()
+
+    def calls():
+        with torch.no_grad():
+            ours(x, hx)
+        y, (h_n, c_n) = ours(x, hx)
+        (y.float().sum() + h_n.float().sum() + c_n.float().sum()).backward()
+
+    calls()  # compiles and packs first
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        calls()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    check_timeouts(x.device, wait=True)
 
 
 def grads_of(module, x, hx, gy):
