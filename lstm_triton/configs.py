@@ -2,12 +2,11 @@
 heuristic that picks one from the shape, the dtype and the chip."""
 
 import functools
-import os
 from dataclasses import dataclass, replace
 
 import torch
 
-from ._env import interpreting, next_pow2
+from ._env import next_pow2
 from .layout import MIN_DOT_K, num_programs, padded_gate_columns, padded_hidden
 
 
@@ -236,36 +235,6 @@ def heuristic(
     return None
 
 
-def select_config(
-    hidden_size: int,
-    batch: int,
-    dirs: int,
-    dtype: torch.dtype,
-    device: torch.device,
-    *,
-    training: bool | None = None,
-    cache: str | os.PathLike | None = None,
-):
-    """The config the module runs. Under the interpreter, always its one config; on a GPU, the
-    tuned config of the inference forward when a cache has one for this shape
-    (``tuning.tuned_config``: ``cache`` or the user's cache, then the one shipped for the GPU),
-    else the heuristic: for training (its forward and backward are not tuned yet), exact fp32
-    dots, or a shape or GPU without an entry. ``training``: whether autograd will differentiate
-    the call; None: whether grad mode is on."""
-    if interpreting():
-        return heuristic(hidden_size, batch, dirs, dtype, INTERPRETER)
-    chip = chip_of(device)
-    exact_fp32 = not torch.backends.cudnn.allow_tf32
-    training = torch.is_grad_enabled() if training is None else training
-    if not training and not (exact_fp32 and dtype == torch.float32):
-        from .tuning import tuned_config  # tuning builds on this module
-
-        tuned = tuned_config(hidden_size, batch, dirs, dtype, chip, cache)
-        if tuned is not None:
-            return tuned
-    return heuristic(hidden_size, batch, dirs, dtype, chip, exact_fp32=exact_fp32)
-
-
 def training_config(config: LSTMConfig) -> LSTMConfig:
     """The training forward: the same layout (block_h), plus a store of the activations each
     step, which spills on batch tiles of 32 rows, and with 4 warps on 16 (sm_90 compile check)."""
@@ -319,8 +288,3 @@ def backward_config(
             return cand
         block_b //= 2
     return None
-
-
-def select_backward_config(config: LSTMConfig, hidden_size: int, dtype: torch.dtype, device: torch.device):
-    chip = INTERPRETER if interpreting() else chip_of(device)
-    return backward_config(config, hidden_size, dtype, chip, exact_fp32=not torch.backends.cudnn.allow_tf32)

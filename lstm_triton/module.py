@@ -11,7 +11,8 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import _env
-from .configs import LSTMConfig, select_backward_config, select_config, training_config, varlen_config
+from .configs import LSTMConfig, training_config, varlen_config
+from .dispatch import select_backward_config, select_config
 from .launch import last_outputs, lstm_recurrent_fwd, new_output
 from .layout import PackedLayer, pack_layer
 from .ops import config_args, recurrence

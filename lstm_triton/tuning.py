@@ -1,5 +1,5 @@
 """Tuned launch configs: the config space the tuner (``python -m lstm_triton.tune``) searches,
-and the cache of its winners that ``configs.select_config`` reads.
+and the cache of its winners that ``dispatch.select_config`` reads.
 
 A cache is readable JSON for one GPU and one Triton version (the tuner writes it)::
 

@@ -15,6 +15,7 @@ import triton
 from torch import nn
 
 import lstm_triton.configs as configs
+import lstm_triton.dispatch as dispatch
 from bench.providers import PROVIDERS, HeuristicLSTM, route
 from bench.report import REPORT_MD, build
 from bench.results import SCHEMA
@@ -22,7 +23,8 @@ from bench.sweeps import FWD, Case
 from lstm_triton import LSTM, LSTMConfig
 from lstm_triton._env import interpreting
 from lstm_triton.aot import GRID_B, GRID_H, GRID_PRECISIONS
-from lstm_triton.configs import H200, INTERPRETER, MIN_DOT_BLOCK_B, Chip, heuristic, reject_reason, select_config
+from lstm_triton.configs import H200, INTERPRETER, MIN_DOT_BLOCK_B, Chip, heuristic, reject_reason
+from lstm_triton.dispatch import select_config
 from lstm_triton.tune import (
     ERROR,
     MIN_GAIN,
@@ -282,8 +284,8 @@ def test_shipped_caches_are_valid():
 def test_select_config_uses_the_cache_for_inference_only(tmp_path, monkeypatch):
     """On a (pretend) GPU: the tuned config for the inference forward, the heuristic for
     training, for exact fp32 dots, and where the cache has no entry."""
-    monkeypatch.setattr(configs, "interpreting", lambda: False)
-    monkeypatch.setattr(configs, "chip_of", lambda device: FAKE)
+    monkeypatch.setattr(dispatch, "interpreting", lambda: False)
+    monkeypatch.setattr(dispatch, "chip_of", lambda device: FAKE)
     monkeypatch.setattr("lstm_triton.tuning.triton.__version__", TRITON)
     fp32 = LSTMConfig(8, 16)
     path = write_cache(tmp_path / "c.json", entry(), entry(dtype=torch.float32, config=fp32))
@@ -435,8 +437,8 @@ def test_cli_tuning_needs_a_gpu():
 @pytest.mark.skipif(not interpreting(), reason="plans CPU tensors as a GPU's (the interpreter lets them in)")
 def test_bench_heuristic_provider_bypasses_the_cache(tmp_path, monkeypatch):
     assert not PROVIDERS["ours_heuristic"].default and PROVIDERS["ours"].default
-    monkeypatch.setattr(configs, "interpreting", lambda: False)
-    monkeypatch.setattr(configs, "chip_of", lambda device: FAKE)
+    monkeypatch.setattr(dispatch, "interpreting", lambda: False)
+    monkeypatch.setattr(dispatch, "chip_of", lambda device: FAKE)
     monkeypatch.setattr("lstm_triton.tuning.triton.__version__", TRITON)
     monkeypatch.setenv(CACHE_ENV, str(write_cache(tmp_path / "c.json", entry())))
     x = torch.randn(2, 64, 16, dtype=BF16)
