@@ -6,6 +6,8 @@ release/acquire). Used by the compile check in the tests; also a CLI for develop
 
     python -m lstm_triton.aot            # every config the launcher picks on the bench grid
                                          # and at hidden sizes that are not powers of two
+    python -m lstm_triton.aot --stats    # per bench-grid shape: serial launches and what one
+                                         # step of the time loop costs (SASS instruction counts)
 
 Must run without TRITON_INTERPRET (the kernels are compiled, not interpreted).
 """
@@ -29,9 +31,10 @@ from triton.runtime.jit import create_function_from_signature
 from .configs import H200, Chip, LSTMConfig, backward_config, heuristic, training_config, varlen_config
 from .kernels.lstm_bwd import _lstm_bwd_kernel
 from .kernels.lstm_fwd import _lstm_fwd_kernel
-from .launch import Saved, Step, bwd_kernel_args, fwd_kernel_args
+from .launch import Saved, Step, bwd_kernel_args, fwd_kernel_args, launch_groups
 from .layout import PackedLayer, padded_hidden
 from .ptx import check_ptx
+from .sass import loop_stats, nvdisasm
 
 SM90 = GPUTarget("cuda", 90, 32)
 GRID_H = (128, 256, 512, 1024)
@@ -62,6 +65,7 @@ class CompileReport:
     matmul: str  # "wgmma", "mma.sync" or "fma"
     compile_s: float
     ptx_problems: list[str]  # what lstm_triton.ptx.check_ptx finds
+    loop: dict | None  # one step of the time loop in SASS (``sass.loop_stats``), None without a loop
 
     def problems(self, chip: Chip = H200) -> list[str]:
         out = []
@@ -122,6 +126,7 @@ def compile_kernel(
         counter="p_cnt" if step.barrier else None,
     )
     matmul = "wgmma" if "wgmma.mma_async" in ptx else "mma.sync" if "mma.sync" in ptx else "fma"
+    loop = loop_stats(nvdisasm(compiled.asm["cubin"]))
     return CompileReport(
         kind,
         varlen,
@@ -135,6 +140,7 @@ def compile_kernel(
         matmul,
         round(compile_s, 1),
         ptx_problems,
+        None if loop is None else asdict(loop),
     )
 
 
@@ -170,51 +176,106 @@ def _ptxas_resources(ptx: str, target: GPUTarget) -> tuple[int, int]:
     return regs, int(spills.group(1)) + int(spills.group(2))
 
 
-def grid_shapes():
-    """(dtype, exact_fp32, H, B): the bench grid, then ODD_H at the grid's batch sizes."""
-    for hidden, precisions in ((GRID_H, GRID_PRECISIONS), (ODD_H, ODD_PRECISIONS)):
+def grid_shapes(odd: bool = True):
+    """(dtype, exact_fp32, H, B): the bench grid, then (with ``odd``) ODD_H at the grid's batch sizes."""
+    for hidden, precisions in ((GRID_H, GRID_PRECISIONS), (ODD_H, ODD_PRECISIONS))[: 2 if odd else 1]:
         for dtype, exact in precisions:
             for H in hidden:
                 for B in GRID_B:
                     yield dtype, exact, H, B
 
 
-def grid_configs(chip: Chip = H200):
-    """Every distinct kernel compile the launchers need on the bench grid and at ODD_H,
-    inference and training (with per-sequence lengths for VARLEN_DTYPES): (kind, config, H, B,
-    dirs, dtype, exact_fp32, varlen), one shape per distinct compile."""
-    seen = {}
-    for dtype, exact, H, B in grid_shapes():
+def shape_kernels(shapes, chip: Chip = H200, varlen_dtypes=VARLEN_DTYPES):
+    """Per shape (dtype, exact_fp32, H, B) and direction count, each kernel a call runs,
+    inference and training (with per-sequence lengths too for ``varlen_dtypes``):
+    (kind, config, H, B, dirs, dtype, exact_fp32, varlen)."""
+    for dtype, exact, H, B in shapes:
         for dirs in (1, 2):
             cfg = heuristic(H, B, dirs, dtype, chip, exact_fp32=exact)
             if cfg is None:
                 continue
-            for varlen in (False, True) if dtype in VARLEN_DTYPES else (False,):
+            for varlen in (False, True) if dtype in varlen_dtypes else (False,):
                 fwd = varlen_config(cfg) if varlen else cfg
                 bwd = backward_config(fwd, H, dtype, chip, exact_fp32=exact)
                 for kind, c in ((FWD, fwd), (FWD_TRAIN, training_config(fwd)), (BWD, bwd)):
                     if c is not None:
-                        key = (kind, c, H, dtype, exact, varlen)
-                        seen.setdefault(key, (kind, c, H, B, dirs, dtype, exact, varlen))
+                        yield kind, c, H, B, dirs, dtype, exact, varlen
+
+
+def grid_configs(chip: Chip = H200):
+    """Every distinct kernel compile the launchers need on the bench grid and at ODD_H,
+    inference and training (with per-sequence lengths for VARLEN_DTYPES), one shape per
+    distinct compile."""
+    seen = {}
+    for job in shape_kernels(grid_shapes(), chip):
+        seen.setdefault(_compile_key(job), job)
     return list(seen.values())
+
+
+def stats_row(job, rep: CompileReport, chip: Chip = H200) -> dict:
+    """One shape's kernel: its config, the serial launches of one call (barrier groups that are
+    not co-resident at once run one after another, each for every step) and its time loop."""
+    kind, cfg, H, B, dirs, dtype, exact, _ = job
+    n_tiles = triton.cdiv(B, cfg.block_b)
+    return dict(
+        kernel=kind,
+        hidden_size=H,
+        B=B,
+        dirs=dirs,
+        dtype=str(dtype).removeprefix("torch."),
+        exact_fp32=exact,
+        config=cfg.label(H),
+        launches=len(launch_groups(cfg.programs(H), n_tiles, dirs, chip)),
+        loop=rep.loop,
+    )
 
 
 def label(kind, config, H, dtype, exact, varlen) -> str:
     flags = ("-ieee" if exact else "") + ("-varlen" if varlen else "")
-    return f"{kind}-H{H}-{str(dtype).removeprefix('torch.')}{flags}-{config}"
+    return f"{kind}-H{H}-{str(dtype).removeprefix('torch.')}{flags}-{config.label(H)}"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="", help="regex over '<kind>-H<h>-<dtype>[-ieee][-varlen]-<config>' labels")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="regex over '<kind>-H<h>-<dtype>[-ieee][-varlen]-<config>' labels, <config> as LSTMConfig.label "
+        "names it: P<programs per group>-BH<hidden units per program>-BB<batch rows per program>-"
+        "<dot-splitk<warps splitting the reduction>|fma>-w<warps>",
+    )
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compiles in parallel")
+    ap.add_argument(
+        "--stats",
+        action="store_true",
+        help="per bench-grid shape and kernel: serial launches per call and the time loop's SASS "
+        "instructions per step by class, CTA barriers between the last MMA and the step's store "
+        "(critical_bar), plain global loads after the grid barrier's wait (loads_after_wait); a "
+        "proxy for a step's cost, never a time",
+    )
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise SystemExit("unset TRITON_INTERPRET: this compiles the kernels for the GPU")
-    todo = [j for j in grid_configs() if not args.only or re.search(args.only, label(*j[:3], *j[5:]))]
+    jobs = list(shape_kernels(grid_shapes(odd=False), varlen_dtypes=())) if args.stats else grid_configs()
+    todo = [j for j in jobs if not args.only or re.search(args.only, label(*j[:3], *j[5:]))]
+    if not todo:
+        raise SystemExit(f"--only {args.only!r} matches no config")
+    compiles = {}  # each distinct compile once, at the first shape that needs it
+    for job in todo:
+        compiles.setdefault(_compile_key(job), job)
     with ProcessPoolExecutor(args.jobs) as pool:
-        for job, rep in zip(todo, pool.map(_compile_one, todo), strict=True):
-            print(json.dumps(dict(asdict(rep), B=job[3], dirs=job[4], problems=rep.problems())), flush=True)
+        reports = dict(zip(compiles, pool.map(_compile_one, compiles.values()), strict=True))
+    for job in todo:
+        rep = reports[_compile_key(job)]
+        row = stats_row(job, rep) if args.stats else dict(asdict(rep), B=job[3], dirs=job[4], problems=rep.problems())
+        print(json.dumps(row), flush=True)
+
+
+def _compile_key(job):
+    """A compile's identity, as ``grid_configs`` counts them: the batch size and directions
+    change only strides, so one shape stands for the others of its kernel."""
+    kind, cfg, H, B, dirs, dtype, exact, varlen = job
+    return kind, cfg, H, dtype, exact, varlen
 
 
 def _compile_one(job) -> CompileReport:

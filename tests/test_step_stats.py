@@ -1,0 +1,78 @@
+"""What a step costs, read from the compiled sm_90 code: ``lstm_triton.sass`` on hand-written
+SASS (its rules), and ``python -m lstm_triton.aot --stats`` on the kernels the launchers pick."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lstm_triton.sass import loop_stats
+
+# A time loop (.L_x_1 .. the BRA back to it) holding a barrier's poll loop (.L_x_2), in the
+# shape nvdisasm prints; LOADS_AFTER_WAIT stands where a step's plain loads would sit.
+SASS = """
+        /*0000*/                   LDG.E.128 R4, desc[UR4][R2.64] ;
+.L_x_1:
+        /*0010*/                   LDG.E.128.STRONG.GPU R8, desc[UR4][R6.64] ;
+        /*0020*/                   HMMA.16816.F32.BF16 R12, R8, R4, R12 ;
+        /*0030*/                   HMMA.16816.F32.BF16 R16, R8, R4, R16 ;
+        /*0040*/                   BAR.SYNC.DEFER_BLOCKING 0x0 ;
+        /*0050*/                   STS [R20], R12 ;
+        /*0060*/                   BAR.SYNC.DEFER_BLOCKING 0x0 ;
+        /*0070*/                   LDS R22, [R21] ;
+        /*0080*/                   MUFU.EX2 R23, R22 ;
+        /*0090*/                   FFMA R24, R23, R22, R23 ;
+        /*00a0*/                   STG.E.U16 desc[UR4][R26.64], R24 ;
+        /*00b0*/                   LDG.E.128 R28, desc[UR4][R30.64] ;
+        /*00c0*/                   REDG.E.ADD.STRONG.GPU desc[UR4][R32.64], R33 ;
+.L_x_2:
+        /*00d0*/                   LDG.E.STRONG.GPU R34, desc[UR4][R32.64] ;
+        /*00e0*/                   BAR.SYNC.DEFER_BLOCKING 0x0 ;
+        /*00f0*/              @!P0 BRA `(.L_x_2) ;
+LOADS_AFTER_WAIT
+        /*0200*/               @P1 BRA `(.L_x_1) ;
+        /*0210*/                   EXIT ;
+.L_x_3:
+        /*0220*/                   BRA `(.L_x_3);
+"""
+PLAIN_LOAD = "        /*01{:02x}*/                   LDG.E R40, desc[UR4][R42.64] ;"
+
+
+def test_loop_stats_counts_one_step_of_the_time_loop():
+    stats = loop_stats(SASS.replace("LOADS_AFTER_WAIT", ""))
+    counts = dict(mma=2, ldg=3, stg=1, lds=1, sts=1, bar=3, atom=1, mufu=1, ffma=1, total=16)
+    assert stats.counts == counts  # from .L_x_1 to its BRA; the load before the loop and the trailing self-loop are out
+    assert stats.critical_bar == 2  # between the last HMMA and the STG
+    assert stats.loads_after_wait == 0  # the LDG before the poll loop is the next step's, issued early
+
+
+def test_loop_stats_sees_loads_behind_the_wait():
+    loads = "\n".join(PLAIN_LOAD.format(i) for i in range(3))
+    stats = loop_stats(SASS.replace("LOADS_AFTER_WAIT", loads))
+    assert stats.loads_after_wait == 3 and stats.counts["ldg"] == 6
+
+
+def test_a_kernel_without_a_loop_has_no_stats():
+    assert loop_stats("        /*0000*/                   EXIT ;\n") is None
+
+
+@pytest.mark.compile
+def test_aot_stats_on_the_small_batch_kernels():
+    """The B <= 8 forward keeps 4 CTA barriers between its last MMA and the store of h, and no
+    backward issues a plain global load after its barrier's wait."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, not interpret
+    only = r"^(fwd|bwd)-H1024-bfloat16-P(128|64)-BH(8|16)-BB8-dot-splitk4"
+    cmd = [sys.executable, "-m", "lstm_triton.aot", "--stats", "--only", only]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert {(row["kernel"], row["B"]) for row in rows} >= {("fwd", 8), ("bwd", 8)}, rows
+    for row in rows:
+        loop = row["loop"]
+        assert row["launches"] >= 1 and loop["counts"]["mma"] > 0 and loop["counts"]["total"] > 0, row
+        if row["kernel"] == "fwd" and row["B"] <= 8:
+            assert loop["critical_bar"] <= 4, row
+        if row["kernel"] == "bwd":
+            assert loop["loads_after_wait"] == 0, row
