@@ -54,6 +54,9 @@ INTERPRETER = Chip("Triton interpreter", n_sm=1 << 16, smem_per_block=1 << 40, r
 MIN_DOT_BLOCK_B = 8
 MAX_BLOCK_B = 32
 WIDE_BLOCK_B = 32  # batch tiles this tall get 8 warps on the dot path
+# Hidden sizes below their padded size mask units, which costs registers: batch tiles of 32 rows
+# spill there, and tiles of 16 take 8 warps (sm_90 compile check at H = 100, 200, 768)
+MASKED_MAX_BLOCK_B = MASKED_WIDE_BLOCK_B = 16
 EXACT_FP32_WIDE_H, EXACT_FP32_WIDE_BLOCK_H = 512, 8  # exact fp32 dots at H >= 512: 8 units a program
 EXACT_FP32_SPLIT_K = 8  # exact fp32 dots: warps that split the reduction
 # H <= 128: 4 warps; 8 (each reducing 16 of K) spill 400 B with triton 3.8 (sm_90 compile check)
@@ -63,6 +66,10 @@ MAX_BWD_BLOCK_B, MAX_EXACT_BWD_BLOCK_B = 16, 4  # the backward's batch tile, TF3
 WIDE_BWD_BLOCK_H = 128  # a backward program this wide gets batch tiles of MIN_DOT_BLOCK_B rows
 VARLEN_WIDE_BLOCK_H, VARLEN_MAX_BLOCK_B = 128, 16  # with per-sequence lengths, such programs take 16 rows
 EXACT_BWD_CHUNK, MAX_EXACT_BWD_SPLIT = 256, 16  # exact fp32 backward: gate columns per warp, warps
+# A backward step holds the next step's saved values (4 gates, c_t, c_{t-1} and dy per row and
+# unit, loaded before its barrier wait) in registers: beyond this many per thread it spills
+# (sm_90 compile check), so such programs take 8 warps or shorter batch tiles
+BWD_SAVED_PER_UNIT, MAX_BWD_PREFETCH_REGS, WIDE_BWD_WARPS = 7, 16, 8
 # Registers one thread may spend on the fp32 weight slice of the FMA path.
 MAX_FMA_WEIGHT_REGS = 160
 WARP_SIZE = 32
@@ -220,13 +227,15 @@ def heuristic(
             break
         cfg = wider
     # then the widest hidden slice, with the largest batch tile, that fits
+    masked = hidden_size != h_pad
+    max_block_b, wide_block_b = (MASKED_MAX_BLOCK_B, MASKED_WIDE_BLOCK_B) if masked else (MAX_BLOCK_B, WIDE_BLOCK_B)
     block_h = cfg.block_h
     while block_h >= 1 and num_programs(hidden_size, block_h) <= chip.n_sm:
-        block_b = cfg.block_b
+        block_b = min(cfg.block_b, max_block_b)
         while block_b >= min(cfg.block_b, MIN_DOT_BLOCK_B):
             cand = replace(cfg, block_h=block_h, block_b=block_b)
             if fits(cand, hidden_size, dtype, chip):
-                if not cand.use_fma and block_b >= WIDE_BLOCK_B:
+                if not cand.use_fma and block_b >= wide_block_b:
                     cand = replace(cand, num_warps=8)  # 4 warps spill on these tiles (sm_90 compile check)
                 check_config(cand, hidden_size)
                 return cand
@@ -263,6 +272,12 @@ def bwd_smem_estimate(config: LSTMConfig, hidden_size: int, elem_bytes: int) -> 
     return (k_pad * config.block_h + config.block_b * k_pad) * elem_bytes
 
 
+def bwd_prefetch_regs(config: LSTMConfig, elem_bytes: int) -> int:
+    """32-bit registers per thread holding the next step's saved values in the backward."""
+    saved_bytes = config.block_b * BWD_SAVED_PER_UNIT * config.block_h * elem_bytes
+    return saved_bytes // (4 * WARP_SIZE * config.num_warps)
+
+
 def backward_config(
     config: LSTMConfig, hidden_size: int, dtype: torch.dtype, chip: Chip, exact_fp32: bool = False
 ) -> LSTMConfig | None:
@@ -283,7 +298,10 @@ def backward_config(
         else:
             split = min(4 if block_b <= MIN_DOT_BLOCK_B else 8, k_pad // MIN_DOT_K)
         cand = LSTMConfig(config.block_h, block_b, split_k=split, num_warps=max(split, 4))
-        if bwd_smem_estimate(cand, hidden_size, dtype.itemsize) <= chip.smem_per_block:
+        if bwd_prefetch_regs(cand, dtype.itemsize) > MAX_BWD_PREFETCH_REGS:
+            cand = replace(cand, num_warps=max(cand.num_warps, WIDE_BWD_WARPS))
+        fits_regs = bwd_prefetch_regs(cand, dtype.itemsize) <= MAX_BWD_PREFETCH_REGS
+        if fits_regs and bwd_smem_estimate(cand, hidden_size, dtype.itemsize) <= chip.smem_per_block:
             check_config(cand, hidden_size, k_pad)
             return cand
         block_b //= 2
