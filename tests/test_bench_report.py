@@ -5,8 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.image import imread
 
+from bench.plots import heatmap_figures, line_figures
 from bench.report import CPU_BANNER, REPORT_MD, build
 from bench.results import load
 from bench.speedup import geomeans, speedups
@@ -87,3 +89,63 @@ def test_report_cli_needs_only_the_csvs(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "4.00x" in res.stdout
     assert (report / REPORT_MD).exists() and all((report / n).exists() for n in PLOTS)
+
+
+MAX_Y_LABELS = 8
+
+
+def _figures(cpu: bool):
+    """The fixture's figures drawn; ``cpu``: as a CPU run draws them, one baseline (the narrowest
+    heat map) under the interpreter's stamp."""
+    df = load(FIXTURE / "results.csv")
+    if cpu:
+        df = df[df["provider"].isin(["ours", "pytorch"])].assign(device="cpu")
+    figures = list(line_figures(df)) + list(heatmap_figures(df, speedups(df)))
+    for fig, _ in figures:
+        FigureCanvasAgg(fig).draw()
+    return figures
+
+
+def _inside(fig, text) -> bool:
+    box, page = text.get_window_extent(fig.canvas.get_renderer()), fig.bbox
+    return page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1
+
+
+def _labels(fig, ax):
+    """The y tick labels drawn: non-empty and inside the axis's view."""
+    lo, hi = sorted(ax.get_ylim())
+    return [t for t in ax.get_yticklabels(which="both") if t.get_text() and lo <= t.get_position()[1] <= hi]
+
+
+@pytest.mark.parametrize("cpu", [False, True], ids=["fixture", "cpu-stamped"])
+def test_titles_fit_inside_their_figures(cpu):
+    for fig, name in _figures(cpu):
+        titles = [fig._suptitle] + [ax.title for ax in fig.axes if ax.get_visible()]
+        for t in titles:
+            assert _inside(fig, t), f"{name}: title {t.get_text()!r} is cut off"
+
+
+@pytest.mark.parametrize("cpu", [False, True], ids=["fixture", "cpu-stamped"])
+def test_heatmaps_have_a_colorbar(cpu):
+    heatmaps = [(fig, name) for fig, name in _figures(cpu) if name.startswith("speedup-heatmap")]
+    assert heatmaps
+    for fig, name in heatmaps:
+        bars = [ax for ax in fig.axes if hasattr(ax, "_colorbar")]
+        assert len(bars) == 1, name
+        assert [t.get_text() for t in bars[0].get_yticklabels()][::3] == ["1/8x", "1x", "8x"], name
+
+
+def test_log_axes_have_few_labels_that_do_not_overlap():
+    lines = [(fig, name) for fig, name in _figures(cpu=False) if not name.startswith("speedup-heatmap")]
+    assert lines
+    for fig, name in lines:
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            if not ax.get_visible():
+                continue
+            labels = _labels(fig, ax)
+            assert 2 <= len(labels) <= MAX_Y_LABELS, (name, [t.get_text() for t in labels])
+            boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.y0)
+            for below, above in zip(boxes, boxes[1:], strict=False):
+                assert below.y1 <= above.y0, f"{name}: y tick labels overlap"
+            assert all("e+" not in t.get_text() for t in labels), name
