@@ -21,8 +21,20 @@ from .sweeps import DTYPES, MODES, SWEEPS
 REPORTS = Path("reports")
 
 
+class RunParser(argparse.ArgumentParser):
+    """Its help ends with what a config name says, from lstm_triton, imported only when help is
+    printed: importing lstm_triton fixes whether its kernels are interpreted, which ``main``
+    decides after parsing."""
+
+    def format_help(self) -> str:
+        from lstm_triton.configs import CONFIG_NAME_HELP
+
+        self.epilog = f"In results.csv's config column and REPORT.md, {CONFIG_NAME_HELP}."
+        return super().format_help()
+
+
 def run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = RunParser(
         prog="python -m bench",
         description="lstm-triton against cuDNN. Also: `python -m bench report DIR` rebuilds a report from its CSVs.",
     )

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lstm_triton import LSTM, LSTMConfig
+from lstm_triton import LSTM
+from lstm_triton.module import KernelPlan
 from lstm_triton.tuning import heuristic_only
 
 from .sweeps import Case, is_training
@@ -67,15 +68,16 @@ class CompiledLSTM(LSTM):
         return self._compiled_forward(*args, **kwargs)
 
 
-def route(case: Case, module: LSTM, x: torch.Tensor) -> tuple[LSTMConfig | None, str | None]:
-    """Our kernel config for this case, or why our module would run PyTorch's LSTM instead;
-    asked in the grad mode of the timed call, which decides between tuned and heuristic configs."""
+def route(case: Case, module: LSTM, x: torch.Tensor) -> tuple[KernelPlan | None, str | None]:
+    """Our kernels' plan for this case (its ``label`` names the configs), or why our module
+    would run PyTorch's LSTM instead; asked in the grad mode of the timed call, which decides
+    between tuned and heuristic configs."""
     training = is_training(case.mode)
     with torch.set_grad_enabled(training):
         plan = module.kernel_plan(x, training=training)
     if plan.reason is not None:
         return None, f"routed to PyTorch's LSTM: {plan.reason}"
-    return plan.config, None
+    return plan, None
 
 
 PROVIDERS = {

@@ -91,10 +91,10 @@ def measure_row(provider: Provider, case: Case, base: nn.LSTM, inputs: Inputs, e
     module = provider.build(base)
     row = {}
     if provider.ours:
-        config, reason = route(case, module, inputs.buf["x"])
+        plan, reason = route(case, module, inputs.buf["x"])
         if reason:
             return {"status": ROUTED, "reason": reason}
-        row["config"] = config.label(case.H)
+        row["config"] = plan.label  # as KernelPlan, the tuner and aot name configs
     call = make_call(module, case.mode, inputs, cudnn=provider.cudnn)
     inputs.load(0)
     t0 = time.perf_counter()

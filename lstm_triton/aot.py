@@ -28,7 +28,16 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import create_function_from_signature
 
-from .configs import H200, Chip, LSTMConfig, backward_config, heuristic, training_config, varlen_config
+from .configs import (
+    CONFIG_NAME_HELP,
+    H200,
+    Chip,
+    LSTMConfig,
+    backward_config,
+    heuristic,
+    training_config,
+    varlen_config,
+)
 from .kernels.lstm_bwd import _lstm_bwd_kernel
 from .kernels.lstm_fwd import _lstm_fwd_kernel
 from .launch import Saved, Step, bwd_kernel_args, fwd_kernel_args, launch_groups
@@ -240,9 +249,7 @@ def main(argv=None):
     ap.add_argument(
         "--only",
         default="",
-        help="regex over '<kind>-H<h>-<dtype>[-ieee][-varlen]-<config>' labels, <config> as LSTMConfig.label "
-        "names it: P<programs per group>-BH<hidden units per program>-BB<batch rows per program>-"
-        "<dot-splitk<warps splitting the reduction>|fma>-w<warps>",
+        help=f"regex over '<kind>-H<h>-<dtype>[-ieee][-varlen]-<config>' labels; {CONFIG_NAME_HELP}",
     )
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="compiles in parallel")
     ap.add_argument(

@@ -33,6 +33,14 @@ class LSTMConfig:
         return f"P{self.programs(hidden_size)}-BH{self.block_h}-BB{self.block_b}-{path}-w{self.num_warps}"
 
 
+# What a config name (``LSTMConfig.label``) says: the key in every CLI's --help that prints one.
+CONFIG_NAME_HELP = (
+    "config names (LSTMConfig.label, e.g. P2-BH64-BB8-dot-splitk1-w4) read P<programs per group>-"
+    "BH<hidden units per program>-BB<batch rows per program>-<dot-splitk<warps splitting the reduction>|fma>-"
+    "w<warps>; dot: a tensor-core tl.dot, fma: multiply-adds on CUDA cores"
+)
+
+
 REGS_PER_SM = 65536  # 32-bit registers per SM on every NVIDIA GPU since Kepler
 
 

@@ -45,6 +45,20 @@ class KernelPlan:
     config: LSTMConfig | None = None  # the forward kernel's (the training forward's when training)
     backward: LSTMConfig | None = None  # the backward kernel's, when training
     reason: str | None = None  # why PyTorch's LSTM runs instead; None: our kernels
+    hidden_size: int | None = None  # names the configs: their program count depends on it
+
+    @property
+    def label(self) -> str:
+        """The configs by name, as the benchmark, the tuner and aot print them
+        (``LSTMConfig.label``): 'P2-BH64-BB8-dot-splitk1-w4', with ' backward <name>' when
+        training; or why PyTorch's LSTM runs."""
+        if self.reason is not None:
+            return f"PyTorch's LSTM: {self.reason}"
+        fwd = self.config.label(self.hidden_size)
+        return fwd if self.backward is None else f"{fwd} backward {self.backward.label(self.hidden_size)}"
+
+    def __str__(self) -> str:
+        return self.label
 
 
 class LSTM(nn.RNNBase):
@@ -386,11 +400,11 @@ def _plan(hidden_size: int, batch: int, dirs: int, dtype, device, training: bool
     if varlen:
         config = varlen_config(config)
     if not training:
-        return KernelPlan(config)
+        return KernelPlan(config, hidden_size=H)
     backward = select_backward_config(config, H, dtype, device)
     if backward is None:
         return KernelPlan(reason=f"no backward config fits on chip (H={H}, B={B}, dirs={D})")
-    return KernelPlan(training_config(config), backward)
+    return KernelPlan(training_config(config), backward, hidden_size=H)
 
 
 def _check_lengths(module: nn.LSTM, lengths, batch: int, seq_len: int, device: torch.device) -> torch.Tensor:

@@ -23,6 +23,7 @@ import math
 import multiprocessing
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -37,11 +38,11 @@ from triton.backends.compiler import GPUTarget
 
 from . import launch
 from .aot import FWD, compile_kernel
-from .configs import H200, WARP_SIZE, Chip, LSTMConfig, chip_of, heuristic
+from .configs import CONFIG_NAME_HELP, H200, WARP_SIZE, Chip, LSTMConfig, chip_of, heuristic
 from .launch import lstm_recurrent_fwd
 from .layout import PackedLayer, pack_layer
 from .reference import lstm_reference
-from .tuning import DTYPES, Entry, Key, TunedCache, candidates, kernel_dtype, key_of, user_cache_path
+from .tuning import DTYPES, CacheError, Entry, Key, TunedCache, candidates, kernel_dtype, key_of, user_cache_path
 
 GRID_H = (128, 256, 512, 1024)  # the benchmark's default grid
 GRID_B = (1, 8, 64, 256)
@@ -267,6 +268,22 @@ def table(cache: TunedCache) -> str:
     return "\n".join(rows)
 
 
+def shown_cache(path: Path) -> TunedCache:
+    """The cache ``--show`` prints; a missing, broken or empty one is a one-line error."""
+    try:
+        cache = TunedCache.load(path)
+    except FileNotFoundError:
+        raise SystemExit(f"--show {path}: no such file") from None
+    except CacheError as e:
+        raise SystemExit(f"--show {path}: not a tuned-config cache ({e})") from None
+    if not cache.entries:
+        raise SystemExit(
+            f"--show {path}: the cache for {cache.gpu} (triton {cache.triton}) has no entries yet; fill it on that "
+            f"GPU with `python -m lstm_triton.tune --out {path}` (add --H/--B/--dtype for fewer shapes)"
+        )
+    return cache
+
+
 def shapes_of(args) -> list[Shape]:
     """dtype outermost, so a run cut short by its budget has finished whole dtypes."""
     grid = itertools.product(args.dtype, args.dirs, args.H, args.B)
@@ -275,7 +292,10 @@ def shapes_of(args) -> list[Shape]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m lstm_triton.tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m lstm_triton.tune",
+        description=__doc__,
+        epilog=textwrap.fill("In what this prints, " + CONFIG_NAME_HELP + ".", 88, break_on_hyphens=False),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--H", type=int, nargs="+", default=GRID_H, help="hidden sizes")
     p.add_argument("--B", type=int, nargs="+", default=GRID_B, help="batch sizes (an entry serves its bucket)")
@@ -321,7 +341,7 @@ def open_cache(out: Path, gpu: str, retune: bool) -> TunedCache:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.show:
-        print(table(TunedCache.load(args.show)))
+        print(table(shown_cache(args.show)))
         return 0
     shapes = shapes_of(args)
     if args.plan:

@@ -4,6 +4,7 @@ layouts, fallbacks, dropout, and what happens when autograd is asked for."""
 import logging
 import os
 import pickle
+import re
 import subprocess
 import sys
 import warnings
@@ -161,6 +162,20 @@ def test_forward_reports_the_plans_reason_with_the_inputs_device(monkeypatch, pa
     x = torch.randn(5, 2, 3)
     LSTM(3, 4)(nn.utils.rnn.pack_padded_sequence(x, [5, 3]) if packed else x)
     assert seen == [("a made-up reason", x.device)]
+
+
+def test_kernel_plan_names_its_configs_as_the_tools_do():
+    """A plan prints its configs by LSTMConfig.label, the name in the benchmark's config
+    column, the tuner's tables and aot's labels."""
+    ours = LSTM(3, 48).to(DEVICE)
+    x = torch.randn(5, 2, 3, device=DEVICE)
+    with torch.no_grad():
+        plan = ours.kernel_plan(x)
+    assert str(plan) == plan.label == plan.config.label(48)
+    assert re.fullmatch(r"P\d+-BH\d+-BB\d+-(dot-splitk\d+|fma)-w\d+", plan.label)
+    train = ours.kernel_plan(x, training=True)
+    assert train.label == f"{train.config.label(48)} backward {train.backward.label(48)}"
+    assert str(KernelPlan(reason="torch.float64 input")) == "PyTorch's LSTM: torch.float64 input"
 
 
 def test_cpu_fallback_is_logged_once_per_reason_not_warned(monkeypatch, caplog):

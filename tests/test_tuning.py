@@ -7,6 +7,7 @@ import subprocess
 import sys
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -428,6 +429,32 @@ def test_cli_plan_and_show_need_no_gpu(tmp_path, capsys):
     assert "P128-BH8-BB64-dot-splitk1-w8" in out and "| 1.50x |" in out
 
 
+def test_cli_show_says_why_it_has_nothing_to_show(tmp_path):
+    with pytest.raises(SystemExit, match="no such file"):
+        main(["--show", str(tmp_path / "missing.json")])
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(SystemExit, match="not a tuned-config cache"):
+        main(["--show", str(tmp_path / "broken.json")])
+    shipped = SHIPPED_DIR / "nvidia-h200.json"
+    if not TunedCache.load(shipped).entries:  # the shipped cache, until it is filled
+        with pytest.raises(SystemExit, match=r"no entries yet; fill it on that GPU with `python -m lstm_triton.tune"):
+            main(["--show", str(shipped)])
+    empty = tmp_path / "empty.json"
+    TunedCache("NVIDIA H200", TRITON).save(empty)
+    with pytest.raises(SystemExit, match="has no entries yet") as e:
+        main(["--show", str(empty)])
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("prog", ["bench", "lstm_triton.tune", "lstm_triton.aot"])
+def test_help_explains_config_names(prog):
+    """The one explanation of LSTMConfig.label's abbreviations, in each CLI that prints a name."""
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", prog, "--help"], capture_output=True, text=True, timeout=120, cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert "".join(configs.CONFIG_NAME_HELP.split()) in "".join(r.stdout.split()), prog  # wrapped anywhere
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="without a GPU")
 def test_cli_tuning_needs_a_gpu():
     with pytest.raises(SystemExit, match="CUDA GPU"):
@@ -444,8 +471,9 @@ def test_bench_heuristic_provider_bypasses_the_cache(tmp_path, monkeypatch):
     x = torch.randn(2, 64, 16, dtype=BF16)
     case = Case("default", FWD, "bfloat16", T=2, B=64, H=1024, I=16, layers=1, dirs=1)
     ours, heur = LSTM(16, 1024, dtype=BF16), HeuristicLSTM.from_torch(nn.LSTM(16, 1024, dtype=BF16))
-    assert route(case, ours, x) == (TUNED, None)  # asked in the timed call's grad mode: no grad
-    assert route(case, heur, x) == (heuristic(1024, 64, 1, BF16, FAKE), None)
+    assert route(case, ours, x)[0].config == TUNED  # asked in the timed call's grad mode: no grad
+    assert route(case, heur, x)[0].config == heuristic(1024, 64, 1, BF16, FAKE)
+    assert route(case, ours, x)[0].label == TUNED.label(1024)  # the config column's name
     with torch.no_grad():
         assert heur.kernel_plan(x).config == heuristic(1024, 64, 1, BF16, FAKE)
 
