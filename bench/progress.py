@@ -8,9 +8,10 @@ class Progress:
     """On a terminal the line is rewritten in place; in a log (the GPU machine's captured
     output) each finished row gets a line of its own."""
 
-    def __init__(self, total: int, budget_s: float | None, stream=sys.stderr):
-        self.total, self.budget_s, self.stream = total, budget_s, stream
-        self.tty = stream.isatty()
+    def __init__(self, total: int, budget_s: float | None, stream=None):
+        # sys.stderr when called, not when defined: the stream a caller (or pytest) has put there
+        self.total, self.budget_s, self.stream = total, budget_s, stream or sys.stderr
+        self.tty = self.stream.isatty()
         self.t0 = time.monotonic()
         self.n = 0
         self.text = ""

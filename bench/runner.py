@@ -164,7 +164,8 @@ def run(
 ) -> Outcome:
     """Measure every (case, provider) row not yet in ``out/results.csv`` (and the barrier floor
     once per folder). Stops before a row that the budget would not see finish, estimated as
-    the slowest row so far."""
+    the slowest row so far. A provider that cannot run on ``device`` writes its skipped rows
+    without a progress line each: one line up front says which and why."""
     out.mkdir(parents=True, exist_ok=True)
     cuda = device == "cuda"
     if not cuda:
@@ -175,7 +176,9 @@ def run(
     todo = [
         (c, p) for c in cases for p in providers if key_of(dataclasses.asdict(c) | {"provider": p.name}) not in done
     ]
-    progress = Progress(len(todo), budget_s)
+    skips = {p.name: p.skip_reason(device) for p in providers}
+    print_skips(todo, skips)
+    progress = Progress(sum(skips[p.name] is None for _, p in todo), budget_s)
     floor = CsvLog(out / FLOOR_CSV, FLOOR_SCHEMA)
     errors_log = out / ERRORS_LOG
     if not (out / FLOOR_CSV).exists():
@@ -190,6 +193,10 @@ def run(
             if budget_s is not None and progress.elapsed() + slowest > budget_s:
                 progress.close()
                 return Outcome(written, len(todo) - written)
+            if skips[provider.name]:
+                log.append(make_row(case, provider.name, {"status": SKIPPED, "reason": skips[provider.name]}, env))
+                written += 1
+                continue
             progress.start(f"{case.label()} | {provider.name}")
             t0 = time.monotonic()
             try:
@@ -204,6 +211,18 @@ def run(
                 _check_context(case, provider)
     progress.close()
     return Outcome(written, 0)
+
+
+def print_skips(todo: list[tuple[Case, Provider]], skips: dict[str, str | None]) -> None:
+    """One line per reason: the providers it skips and how many rows (e.g. every GPU-only
+    provider on a CPU run)."""
+    rows: dict[str, dict[str, int]] = {}
+    for _, p in todo:
+        if skips[p.name]:
+            by = rows.setdefault(skips[p.name], {})
+            by[p.name] = by.get(p.name, 0) + 1
+    for reason, by in rows.items():
+        print(f"skipped, {reason}: {', '.join(by)} ({sum(by.values())} rows, in {RESULTS_CSV} as skipped)", flush=True)
 
 
 def _check_context(case: Case, provider: Provider) -> None:

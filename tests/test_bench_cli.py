@@ -98,6 +98,22 @@ def test_an_error_of_ours_fails_the_run_and_says_why(tmp_path, capsys, monkeypat
 
 
 @pytest.mark.skipif(not interpreting(), reason="the CPU run in this process needs the interpreter on")
+def test_gpu_only_providers_on_a_cpu_are_one_line_and_skipped_rows(tmp_path, capsys):
+    """A CPU run says once which providers need a GPU, not once per row; the CSV still has
+    their rows, as skipped."""
+    assert main([*TINY, "--out", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    lines = [line for line in (out + err).splitlines() if "skipped" in line]
+    assert lines == ["skipped, needs a CUDA GPU: ours_graph, cudnn, cudnn_graph (6 rows, in results.csv as skipped)"]
+    assert "[   2/4" in err and "/6 " not in err  # the progress counts the rows that run
+    df = pd.read_csv(tmp_path / "results.csv")
+    skipped = df[df["provider"].isin(["ours_graph", "cudnn", "cudnn_graph"])]
+    assert len(skipped) == 6 and (skipped["status"] == "skipped").all()
+    assert (skipped["reason"] == "needs a CUDA GPU").all()
+    assert list(df["provider"][:5]) == ["ours", "ours_graph", "cudnn", "cudnn_graph", "pytorch"]  # the order of old
+
+
+@pytest.mark.skipif(not interpreting(), reason="the CPU run in this process needs the interpreter on")
 def test_a_run_with_none_of_ours_timed_fails_unless_none_was_asked_for(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(bench.runner, "route", lambda *a: (None, "routed to PyTorch's LSTM: a made-up reason"))
     assert main([*TINY, "--providers", "ours", "pytorch", "--out", str(tmp_path / "routed")]) == 1
