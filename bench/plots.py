@@ -36,8 +36,9 @@ CPU_STAMP = "CPU INTERPRETER, says nothing about GPU performance\n"
 STATUS_MARK = {"routed": "routed", "unsupported": "unsup.", "wrong": "WRONG", "error": "error", "skipped": "skip"}
 HEAT_SPAN = 3.0  # the heat maps' colours saturate at 2**3 = 8x either way, the same in every panel
 # Log-axis labels at 1, 2 and 5 of each decade (matplotlib falls back to even steps when fewer
-# than two are in view); the other minor ticks only draw grid lines: a label on each overlaps.
-LOG_TICKS = (1.0, 2.0, 5.0)
+# than two are in view), at each decade alone past LOG_TICKS_DECADES; the other minor ticks only
+# draw grid lines: a label on each overlaps.
+LOG_TICKS, LOG_TICKS_DECADES = (1.0, 2.0, 5.0), 2.0
 
 
 def plain(v: float, _pos=None) -> str:
@@ -122,14 +123,21 @@ def _lines(ax, df: pd.DataFrame, x: str, metric: str, ylabel: str) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xticks(xs, [str(v) for v in xs])
     ax.minorticks_off()
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(subs=LOG_TICKS))
-    ax.yaxis.set_major_formatter(FuncFormatter(plain))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    log_y_ticks(ax)
     ax.set_xlabel(x)
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
+
+
+def log_y_ticks(ax) -> None:
+    """A log y axis with a few plain labels (see LOG_TICKS), for the data plotted so far."""
+    ax.set_yscale("log")
+    lo, hi = ax.get_ylim()
+    wide = math.log10(hi / lo) > LOG_TICKS_DECADES
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0,) if wide else LOG_TICKS))
+    ax.yaxis.set_major_formatter(FuncFormatter(plain))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def heatmap_figures(df: pd.DataFrame, sp: pd.DataFrame) -> Iterator[tuple[Figure, str]]:

@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from matplotlib.image import imread
 
-from bench.plots import heatmap_figures, line_figures
+from bench.plots import PANEL_IN, heatmap_figures, line_figures, log_y_ticks
 from bench.report import CPU_BANNER, REPORT_MD, build
 from bench.results import load
 from bench.speedup import geomeans, speedups
@@ -135,17 +136,30 @@ def test_heatmaps_have_a_colorbar(cpu):
         assert [t.get_text() for t in bars[0].get_yticklabels()][::3] == ["1/8x", "1x", "8x"], name
 
 
+@pytest.mark.parametrize("span", [(1, 1e5), (0.5, 300), (2, 90), (2, 9), (3.1e6, 3.4e6)], ids=str)
+def test_log_axis_labels_over_any_span(span):
+    fig = Figure(figsize=PANEL_IN)
+    ax = fig.subplots()
+    ax.plot([1, 2], span)
+    log_y_ticks(ax)
+    FigureCanvasAgg(fig).draw()
+    _few_apart(fig, ax, str(span))
+
+
+def _few_apart(fig, ax, name: str) -> None:
+    """Between 2 and MAX_Y_LABELS y labels, none over another, none in scientific notation."""
+    labels = _labels(fig, ax)
+    assert 2 <= len(labels) <= MAX_Y_LABELS, (name, [t.get_text() for t in labels])
+    boxes = sorted((t.get_window_extent(fig.canvas.get_renderer()) for t in labels), key=lambda b: b.y0)
+    for below, above in zip(boxes, boxes[1:], strict=False):
+        assert below.y1 <= above.y0, f"{name}: y tick labels overlap"
+    assert all("e+" not in t.get_text() for t in labels), name
+
+
 def test_log_axes_have_few_labels_that_do_not_overlap():
     lines = [(fig, name) for fig, name in _figures(cpu=False) if not name.startswith("speedup-heatmap")]
     assert lines
     for fig, name in lines:
-        renderer = fig.canvas.get_renderer()
         for ax in fig.axes:
-            if not ax.get_visible():
-                continue
-            labels = _labels(fig, ax)
-            assert 2 <= len(labels) <= MAX_Y_LABELS, (name, [t.get_text() for t in labels])
-            boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.y0)
-            for below, above in zip(boxes, boxes[1:], strict=False):
-                assert below.y1 <= above.y0, f"{name}: y tick labels overlap"
-            assert all("e+" not in t.get_text() for t in labels), name
+            if ax.get_visible():
+                _few_apart(fig, ax, name)
