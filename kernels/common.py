@@ -58,17 +58,20 @@ def _row_tile(o_row, m_row, n, N_PAD: tl.constexpr, SPLIT_K: tl.constexpr):
 
 
 @triton.jit
-def _batch_rows(b_tile, B, p_len, T, BLOCK_B: tl.constexpr, USE_LENGTHS: tl.constexpr):
-    """A program's batch rows: indices, in-batch mask, int64 indices and sequence lengths (the
-    lengths read from ``p_len``; without them one scalar T, so times and validity stay scalars,
-    as cheap as a plain loop)."""
+def _tile_rows(b_tile, B, p_len, T, d, o_unit, H: tl.constexpr, BLOCK_B: tl.constexpr, USE_LENGTHS: tl.constexpr):
+    """Batch tile ``b_tile`` of a program owning hidden units ``o_unit`` of direction ``d``: the
+    rows' indices, in-batch mask, int64 indices and sequence lengths (read from ``p_len``;
+    without them one scalar T, so times and validity stay scalars, as cheap as a plain loop),
+    and the own slice's mask and offsets in a [DIRS, B, H] state tensor."""
     o_b = b_tile * BLOCK_B + tl.arange(0, BLOCK_B)
     m_b = o_b < B
     if USE_LENGTHS:
         lens = tl.load(p_len + o_b, mask=m_b, other=0)
     else:
         lens = T
-    return o_b, m_b, o_b.to(tl.int64), lens
+    m_s = m_b[:, None] & (o_unit < H)[None, :]
+    o_s = d * B * H + o_b[:, None] * H + o_unit[None, :]
+    return o_b, m_b, o_b.to(tl.int64), lens, m_s, o_s
 
 
 @triton.jit
@@ -132,3 +135,13 @@ def _grid_barrier(p_cnt, p_err, target, max_spins):
         tl.atomic_max(p_cnt, BARRIER_POISON)
         tl.atomic_or(p_err, 1)
     tl.debug_barrier()
+
+
+@triton.jit
+def _end_step(p_cnt, p_err, target, max_spins, USE_BARRIER: tl.constexpr):
+    """A step's end: the group's grid barrier, or for a program alone a CTA barrier (its warps
+    reload elements other warps stored: the layouts differ)."""
+    if USE_BARRIER:
+        _grid_barrier(p_cnt, p_err, target, max_spins)
+    else:
+        tl.debug_barrier()

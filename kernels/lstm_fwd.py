@@ -6,6 +6,11 @@ once, before the time loop, and stays on chip; ``c`` stays in registers. ``h_t``
 through the output ``y``: every program stores its slice, passes the group's grid barrier and
 reads the full ``h_t`` row back (every address of ``y`` is written once, so no double buffer).
 
+BATCH_LOOP: program ``(p, b, d)`` owns batch tiles ``b, b + nb, b + 2 nb, ...`` (``nb``
+programs on grid axis 1) and walks them in each step (h chunk in, dot, gates, store), then
+passes the barrier once: one copy of the weight slice serves the whole batch, so a batch of
+any size is one launch. The cell state of each tile then lives in ``p_c`` between steps.
+
 Two launch modes, one body: persistent (all steps in one launch, ``USE_BARRIER`` when the group
 has more than one program) and stepwise (one launch per step, the launch boundary is the
 barrier; for Triton's interpreter, which runs programs one after another).
@@ -15,9 +20,8 @@ import triton
 import triton.language as tl
 
 from .common import (
-    _batch_rows,
     _cast_for_store,
-    _grid_barrier,
+    _end_step,
     _join_gates,
     _row_tile,
     _row_times,
@@ -25,6 +29,7 @@ from .common import (
     _split_gates,
     _step_rows,
     _tanh,
+    _tile_rows,
 )
 
 
@@ -54,6 +59,87 @@ def _recurrent_matmul(b_h, b_w, b_x, SPLIT_K: tl.constexpr, USE_FMA: tl.constexp
     else:  # warp s reduces K-chunk s, then one cross-warp sum
         acc = tl.where(tl.arange(0, SPLIT_K)[:, None, None] == 0, b_x[None, :, :], 0.0)
         return tl.sum(tl.dot(b_h, b_w, acc=acc, input_precision=PRECISION), axis=0)
+
+
+@triton.jit
+def _h_before(
+    p_h0,
+    p_y,
+    s,
+    d,
+    B,
+    lens,
+    m_b,
+    o_b,
+    o_yrow,
+    stride_yt,
+    H: tl.constexpr,
+    H_PAD: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr,
+):
+    """h_{t-1} of step ``s`` for a tile's rows, as the dot's left operand: the initial state at
+    step 0, else the output of step s - 1 (``.cg``: read through L2, never from this SM's L1,
+    which other programs' stores bypass). Masked loads, no branch: a branch here would take a
+    copy of the dot into each arm."""
+    t_prev, _ = _row_times(s - 1, d, lens)
+    o_yh, m_h = _row_tile(o_yrow + t_prev * stride_yt, m_b, H, H_PAD, SPLIT_K)
+    b_h = tl.load(p_y + o_yh, mask=m_h & (s > 0), other=0.0, cache_modifier=".cg")
+    if USE_INITIAL_STATE:
+        o_h0, m_h0 = _row_tile(d * B * H + o_b * H, m_b, H, H_PAD, SPLIT_K)
+        b_h = tl.where(s == 0, tl.load(p_h0 + o_h0, mask=m_h0 & (s == 0), other=0.0), b_h)
+    return b_h
+
+
+@triton.jit
+def _step_tile(
+    p_y,
+    p_gates,
+    p_cs,
+    b_h,
+    b_w,
+    b_x,
+    c,
+    rows,
+    m_b,
+    m_s,
+    o_yt,
+    o_xt,
+    o_u,
+    BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+    USE_FMA: tl.constexpr,
+    USE_LENGTHS: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    SAVE: tl.constexpr,
+):
+    """One step of one batch tile from h_{t-1} (``b_h``), the projection ``b_x`` and ``c``:
+    stores h_t at ``o_yt + o_u`` (and, when SAVE, the gates at ``o_xt`` and c_t); returns c_t.
+    ``rows``: the rows this step updates."""
+    if UPCAST:
+        b_h = b_h.to(tl.float32)
+    g = _recurrent_matmul(b_h, b_w, b_x, SPLIT_K, USE_FMA, PRECISION)
+    g_i, g_f, g_g, g_o = _split_gates(g, BLOCK_B, BLOCK_H)
+    a_i, a_f, a_g, a_o = _sigmoid(g_i), _sigmoid(g_f), _tanh(g_g), _sigmoid(g_o)
+    c_new = a_f * c + a_i * a_g
+    h = a_o * _tanh(c_new)
+    if USE_LENGTHS:  # past its length a sequence's state holds and its output is zero
+        c = tl.where(rows[:, None], c_new, c)
+        h = tl.where(rows[:, None], h, 0.0)
+    else:
+        c = c_new
+    tl.store(p_y + o_yt + o_u, _cast_for_store(h, p_y.dtype.element_ty, UPCAST), mask=m_s)
+    if SAVE:  # the padding is saved as zeros: every element of the saved tensors is defined
+        b_a = _join_gates(a_i, a_f, a_g, a_o, BLOCK_B, BLOCK_H)
+        c_save = c
+        if USE_LENGTHS:
+            b_a = tl.where(rows[:, None], b_a, 0.0)
+            c_save = tl.where(rows[:, None], c, 0.0)
+        tl.store(p_gates + o_xt, _cast_for_store(b_a, p_gates.dtype.element_ty, UPCAST), mask=m_b[:, None])
+        tl.store(p_cs + o_yt + o_u, _cast_for_store(c_save, p_cs.dtype.element_ty, UPCAST), mask=m_s)
+    return c
 
 
 @triton.jit(do_not_specialize=["T", "B", "s_begin", "n_steps", "b_tile0", "d0", "max_spins"])
@@ -88,6 +174,7 @@ def _lstm_fwd_kernel(
     USE_INITIAL_STATE: tl.constexpr,
     USE_LENGTHS: tl.constexpr,
     USE_BARRIER: tl.constexpr,
+    BATCH_LOOP: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
     SAVE: tl.constexpr,
@@ -99,76 +186,119 @@ def _lstm_fwd_kernel(
     interpreter's bf16 arithmetic is wrong; products of 16-bit floats are exact in fp32)."""
     pid_p = tl.program_id(0)
     n_prog = tl.num_programs(0)
-    b_tile = tl.program_id(1) + b_tile0
+    b_tile = tl.program_id(1) + b_tile0  # the first (BATCH_LOOP) or only batch tile
     d = tl.program_id(2) + d0
     N: tl.constexpr = 4 * BLOCK_H
     n_cols = n_prog * N
+    p_cnt += d * tl.cdiv(B, BLOCK_B) + b_tile  # the group's barrier counter
 
     b_w = _load_w(p_w + d * H_PAD * n_cols + pid_p * N, n_cols, H_PAD, N, SPLIT_K)
     if USE_FMA or UPCAST:
         b_w = b_w.to(tl.float32)
-
-    o_b, m_b, o_b64, lens = _batch_rows(b_tile, B, p_len, T, BLOCK_B, USE_LENGTHS)
     o_unit = pid_p * BLOCK_H + tl.arange(0, BLOCK_H)
-    m_s = m_b[:, None] & (o_unit < H)[None, :]
-    o_s = d * B * H + o_b[:, None] * H + o_unit[None, :]  # own slice of [DIRS, B, H]
-    o_yrow = o_b64 * stride_yb + d * H  # row starts in y[t] (per row: + time * stride_yt)
-    o_xrow = o_b64 * stride_xb + d * n_cols + pid_p * N  # own gate columns in xp[t]
-    o_n = tl.arange(0, N)[None, :]
+    o_n = pid_p * N + tl.arange(0, N)[None, :]  # own gate columns within a row of xp[t]
     o_u = o_unit[None, :]
-
-    c = tl.load(p_c + o_s, mask=m_s, other=0.0)
-    # h_{t-1} of the first step: the initial state, or the previous launch's output
-    if s_begin == 0:
-        o_h0, m_h0 = _row_tile(d * B * H + o_b * H, m_b, H, H_PAD, SPLIT_K)
-        if USE_INITIAL_STATE:
-            b_h = tl.load(p_h0 + o_h0, mask=m_h0, other=0.0)
-        else:
-            b_h = tl.zeros(o_h0.shape, dtype=p_y.dtype.element_ty)
-    else:
-        t_prev, _ = _row_times(s_begin - 1, d, lens)
-        o_yh, m_h = _row_tile(o_yrow + t_prev * stride_yt, m_b, H, H_PAD, SPLIT_K)
-        b_h = tl.load(p_y + o_yh, mask=m_h, other=0.0, cache_modifier=".cg")
-
     s_end = s_begin + n_steps
-    t, rows = _step_rows(s_begin, d, lens, m_b, USE_LENGTHS)
-    b_x = tl.load(p_x + (o_xrow + t * stride_xt)[:, None] + o_n, mask=rows[:, None], other=0.0)
-    for s in range(s_begin, s_end):
-        if UPCAST:
-            b_h = b_h.to(tl.float32)
-        g = _recurrent_matmul(b_h, b_w, b_x, SPLIT_K, USE_FMA, PRECISION)
-        g_i, g_f, g_g, g_o = _split_gates(g, BLOCK_B, BLOCK_H)
-        a_i, a_f, a_g, a_o = _sigmoid(g_i), _sigmoid(g_f), _tanh(g_g), _sigmoid(g_o)
-        c_new = a_f * c + a_i * a_g
-        h = a_o * _tanh(c_new)
-        if USE_LENGTHS:  # past its length a sequence's state holds and its output is zero
-            c = tl.where(rows[:, None], c_new, c)
-            h = tl.where(rows[:, None], h, 0.0)
-        else:
-            c = c_new
-        o_yt = (o_yrow + t * stride_yt)[:, None]
-        tl.store(p_y + o_yt + o_u, _cast_for_store(h, p_y.dtype.element_ty, UPCAST), mask=m_s)
-        if SAVE:  # the padding is saved as zeros: every element of the saved tensors is defined
-            b_a = _join_gates(a_i, a_f, a_g, a_o, BLOCK_B, BLOCK_H)
-            c_save = c
-            if USE_LENGTHS:
-                b_a = tl.where(rows[:, None], b_a, 0.0)
-                c_save = tl.where(rows[:, None], c, 0.0)
-            o_xt = (o_xrow + t * stride_xt)[:, None] + o_n
-            tl.store(p_gates + o_xt, _cast_for_store(b_a, p_gates.dtype.element_ty, UPCAST), mask=m_b[:, None])
-            tl.store(p_cs + o_yt + o_u, _cast_for_store(c_save, p_cs.dtype.element_ty, UPCAST), mask=m_s)
-        # next step's projection is loaded before the barrier: its latency hides behind the wait
-        more = s + 1 < s_end
-        t_next, rows_next = _step_rows(s + 1, d, lens, m_b, USE_LENGTHS)
-        b_x = tl.load(p_x + (o_xrow + t_next * stride_xt)[:, None] + o_n, mask=(rows_next & more)[:, None], other=0.0)
-        if USE_BARRIER:
-            _grid_barrier(p_cnt + d * tl.cdiv(B, BLOCK_B) + b_tile, p_err, n_prog * (s - s_begin + 1), max_spins)
-        else:  # one program: its warps reload elements other warps stored (the layouts differ)
-            tl.debug_barrier()
-        # h_t of the whole group; .cg: read through L2, never from this SM's L1, which other
-        # programs' stores bypass
-        o_yh, m_h = _row_tile(o_yrow + t * stride_yt, m_b, H, H_PAD, SPLIT_K)
-        b_h = tl.load(p_y + o_yh, mask=m_h & more, other=0.0, cache_modifier=".cg")
-        t, rows = t_next, rows_next
 
-    tl.store(p_c + o_s, c, mask=m_s)
+    # the first tile's rows and projection (the batch loop carries the next tile's)
+    o_b, m_b, o_b64, lens, m_s, o_s = _tile_rows(b_tile, B, p_len, T, d, o_unit, H, BLOCK_B, USE_LENGTHS)
+    t, rows = _step_rows(s_begin, d, lens, m_b, USE_LENGTHS)
+    b_x = tl.load(p_x + (o_b64 * stride_xb + d * n_cols + t * stride_xt)[:, None] + o_n, mask=rows[:, None], other=0.0)
+    if BATCH_LOOP:
+        n_b = tl.num_programs(1)
+        n_tiles = tl.cdiv(tl.cdiv(B, BLOCK_B) - b_tile, n_b)
+        for s in range(s_begin, s_end):
+            # rows of other tiles: h_{t-1} was stored in the previous step, before its barrier.
+            # One stage: the weight slice leaves shared memory for one h tile, not the
+            # pipeliner's copies of the next ones (sm_90 compile check)
+            for j in tl.range(n_tiles, num_stages=1):
+                o_b, m_b, o_b64, lens, m_s, o_s = _tile_rows(
+                    b_tile + j * n_b, B, p_len, T, d, o_unit, H, BLOCK_B, USE_LENGTHS
+                )
+                t, rows = _step_rows(s, d, lens, m_b, USE_LENGTHS)
+                o_yrow = o_b64 * stride_yb + d * H  # row starts in y[t] (+ time * stride_yt)
+                o_xt = (o_b64 * stride_xb + d * n_cols + t * stride_xt)[:, None] + o_n
+                c = tl.load(p_c + o_s, mask=m_s, other=0.0)
+                b_h = _h_before(
+                    p_h0, p_y, s, d, B, lens, m_b, o_b, o_yrow, stride_yt, H, H_PAD, SPLIT_K, USE_INITIAL_STATE
+                )
+                o_yt = (o_yrow + t * stride_yt)[:, None]
+                c = _step_tile(
+                    p_y,
+                    p_gates,
+                    p_cs,
+                    b_h,
+                    b_w,
+                    b_x,
+                    c,
+                    rows,
+                    m_b,
+                    m_s,
+                    o_yt,
+                    o_xt,
+                    o_u,
+                    BLOCK_B,
+                    BLOCK_H,
+                    SPLIT_K,
+                    USE_FMA,
+                    USE_LENGTHS,
+                    PRECISION,
+                    UPCAST,
+                    SAVE,
+                )
+                tl.store(p_c + o_s, c, mask=m_s)
+                # the next tile (after the last, the next step's first): its rows, and its
+                # projection loaded now, its latency hidden behind this tile's work or the wait
+                wrap = j + 1 == n_tiles
+                s_next = tl.where(wrap, s + 1, s)
+                tile = tl.where(wrap, b_tile, b_tile + (j + 1) * n_b)
+                _, m_bn, o_bn64, lens_n, _, _ = _tile_rows(tile, B, p_len, T, d, o_unit, H, BLOCK_B, USE_LENGTHS)
+                t_n, rows_n = _step_rows(s_next, d, lens_n, m_bn, USE_LENGTHS)
+                o_xt = (o_bn64 * stride_xb + d * n_cols + t_n * stride_xt)[:, None] + o_n
+                b_x = tl.load(p_x + o_xt, mask=(rows_n & (s_next < s_end))[:, None], other=0.0)
+            _end_step(p_cnt, p_err, n_prog * (s - s_begin + 1), max_spins, USE_BARRIER)
+    else:
+        o_yrow = o_b64 * stride_yb + d * H  # row starts in y[t] (+ time * stride_yt)
+        o_xrow = o_b64 * stride_xb + d * n_cols  # row starts in xp[t] (+ time * stride_xt)
+        c = tl.load(p_c + o_s, mask=m_s, other=0.0)
+        b_h = _h_before(
+            p_h0, p_y, s_begin, d, B, lens, m_b, o_b, o_yrow, stride_yt, H, H_PAD, SPLIT_K, USE_INITIAL_STATE
+        )
+        for s in range(s_begin, s_end):
+            o_yt = (o_yrow + t * stride_yt)[:, None]
+            o_xt = (o_xrow + t * stride_xt)[:, None] + o_n
+            c = _step_tile(
+                p_y,
+                p_gates,
+                p_cs,
+                b_h,
+                b_w,
+                b_x,
+                c,
+                rows,
+                m_b,
+                m_s,
+                o_yt,
+                o_xt,
+                o_u,
+                BLOCK_B,
+                BLOCK_H,
+                SPLIT_K,
+                USE_FMA,
+                USE_LENGTHS,
+                PRECISION,
+                UPCAST,
+                SAVE,
+            )
+            # next step's projection is loaded before the barrier: its latency hides behind the wait
+            more = s + 1 < s_end
+            t_next, rows_next = _step_rows(s + 1, d, lens, m_b, USE_LENGTHS)
+            b_x = tl.load(
+                p_x + (o_xrow + t_next * stride_xt)[:, None] + o_n, mask=(rows_next & more)[:, None], other=0.0
+            )
+            _end_step(p_cnt, p_err, n_prog * (s - s_begin + 1), max_spins, USE_BARRIER)
+            # h_t of the whole group (.cg, as in _h_before)
+            o_yh, m_h = _row_tile(o_yrow + t * stride_yt, m_b, H, H_PAD, SPLIT_K)
+            b_h = tl.load(p_y + o_yh, mask=m_h & more, other=0.0, cache_modifier=".cg")
+            t, rows = t_next, rows_next
+        tl.store(p_c + o_s, c, mask=m_s)

@@ -40,7 +40,7 @@ from .configs import (
 )
 from .kernels.lstm_bwd import _lstm_bwd_kernel
 from .kernels.lstm_fwd import _lstm_fwd_kernel
-from .launch import Saved, Step, bwd_kernel_args, fwd_kernel_args, launch_groups
+from .launch import Saved, Step, bwd_kernel_args, fwd_kernel_args, launch_groups, loops_over_batch
 from .layout import PackedLayer, padded_hidden
 from .ptx import check_ptx
 from .sass import loop_stats, nvdisasm
@@ -95,11 +95,12 @@ def compile_kernel(
     exact_fp32: bool = False,
     varlen: bool = False,
     target: GPUTarget = SM90,
+    chip: Chip = H200,
 ) -> CompileReport:
     """Compile one kernel (FWD, FWD_TRAIN or BWD; with per-sequence lengths when ``varlen``) as
     a persistent launch of this shape would: the same argument builder as the launcher, so the
-    same specialization (pointer alignment and integer attributes change the code). Tensors are
-    empty CPU stand-ins."""
+    same specialization (pointer alignment and integer attributes change the code), and the
+    batch loop where ``chip`` needs it for this shape. Tensors are empty CPU stand-ins."""
     H, h_pad = hidden_size, padded_hidden(hidden_size)
     n_cols = 4 * config.block_h * config.programs(H)
     T = 1  # the sequence length is not specialized; the strides do not depend on it
@@ -110,7 +111,8 @@ def compile_kernel(
     y = torch.empty(T, batch, dirs * H, dtype=dtype)
     cnt = torch.empty(dirs, triton.cdiv(batch, config.block_b), dtype=torch.int32)
     err = torch.empty(1, dtype=torch.int32)
-    step = Step(0, T, 0, 0, final=True, barrier=config.programs(H) > 1, interp=False, exact_fp32=exact_fp32)
+    loop = loops_over_batch(config, H, batch, dirs, chip)
+    step = Step(0, T, 0, 0, final=True, loop=loop, barrier=config.programs(H) > 1, interp=False, exact_fp32=exact_fp32)
     saved = Saved(torch.empty_like(xp), torch.empty_like(y))
     lengths = torch.empty(batch, dtype=torch.int32) if varlen else None
     if kind == BWD:
@@ -234,7 +236,8 @@ def stats_row(job, rep: CompileReport, chip: Chip = H200) -> dict:
         dtype=str(dtype).removeprefix("torch."),
         exact_fp32=exact,
         config=cfg.label(H),
-        launches=len(launch_groups(cfg.programs(H), n_tiles, dirs, chip)),
+        launches=len(launch_groups(cfg.programs(H), n_tiles, dirs, chip, cfg.batch_loop)),
+        batch_loop=loops_over_batch(cfg, H, B, dirs, chip),
         loop=rep.loop,
     )
 
@@ -280,9 +283,10 @@ def main(argv=None):
 
 def _compile_key(job):
     """A compile's identity, as ``grid_configs`` counts them: the batch size and directions
-    change only strides, so one shape stands for the others of its kernel."""
+    change only strides and whether the batch loop runs, so one shape stands for the others of
+    its kernel and loop."""
     kind, cfg, H, B, dirs, dtype, exact, varlen = job
-    return kind, cfg, H, dtype, exact, varlen
+    return kind, cfg, H, dtype, exact, varlen, loops_over_batch(cfg, H, B, dirs, H200)
 
 
 def _compile_one(job) -> CompileReport:

@@ -15,13 +15,15 @@ class LSTMConfig:
     """``block_h`` hidden units (of all four gates) per program, ``block_b`` batch rows per
     program; the recurrent matmul is a ``tl.dot`` whose reduction is split over ``split_k``
     warps, or (``use_fma``) a broadcast multiply-add on CUDA cores with the weights in fp32
-    registers."""
+    registers. Batch tiles beyond what the chip holds at once are walked by each program in
+    every step (``batch_loop``: one launch per call), or run as launches in series."""
 
     block_h: int
     block_b: int
     split_k: int = 1
     use_fma: bool = False
     num_warps: int = 4
+    batch_loop: bool = True
 
     def programs(self, hidden_size: int) -> int:
         """Programs per barrier group: the hidden split ``P``."""
@@ -30,14 +32,16 @@ class LSTMConfig:
     def label(self, hidden_size: int) -> str:
         """Programs per group, tile sizes, matmul path and warps, in one short word."""
         path = "fma" if self.use_fma else f"dot-splitk{self.split_k}"
-        return f"P{self.programs(hidden_size)}-BH{self.block_h}-BB{self.block_b}-{path}-w{self.num_warps}"
+        serial = "" if self.batch_loop else "-serial"
+        return f"P{self.programs(hidden_size)}-BH{self.block_h}-BB{self.block_b}-{path}-w{self.num_warps}{serial}"
 
 
 # What a config name (``LSTMConfig.label``) says: the key in every CLI's --help that prints one.
 CONFIG_NAME_HELP = (
     "config names (LSTMConfig.label, e.g. P2-BH64-BB8-dot-splitk1-w4) read P<programs per group>-"
     "BH<hidden units per program>-BB<batch rows per program>-<dot-splitk<warps splitting the reduction>|fma>-"
-    "w<warps>; dot: a tensor-core tl.dot, fma: multiply-adds on CUDA cores"
+    "w<warps>[-serial]; dot: a tensor-core tl.dot, fma: multiply-adds on CUDA cores; -serial: batch tiles "
+    "beyond the chip's SMs run as launches in series (otherwise each program walks several tiles a step)"
 )
 
 
@@ -289,12 +293,12 @@ def bwd_prefetch_regs(config: LSTMConfig, elem_bytes: int) -> int:
 def backward_config(
     config: LSTMConfig, hidden_size: int, dtype: torch.dtype, chip: Chip, exact_fp32: bool = False
 ) -> LSTMConfig | None:
-    """The backward kernel runs the forward's hidden split (the packed layout depends on it)
-    with the tallest batch tile, up to the forward's, that fits on chip; None if none does.
+    """The backward kernel runs the forward's hidden split (the packed layout depends on it) and
+    batch loop choice with the tallest batch tile, up to the forward's, that fits on chip; None if none does.
     The reduction over all 4H gate columns is split over the warps (no spills, sm_90 compile
     check); exact fp32 dots need short batch tiles and chunks of EXACT_BWD_CHUNK per warp."""
     if chip is INTERPRETER:
-        return LSTMConfig(config.block_h, config.block_b)
+        return LSTMConfig(config.block_h, config.block_b, batch_loop=config.batch_loop)
     exact_fp32 = exact_fp32 and dtype == torch.float32
     k_pad = bwd_reduction(config, hidden_size)
     block_b = min(config.block_b, MAX_EXACT_BWD_BLOCK_B if exact_fp32 else MAX_BWD_BLOCK_B)
@@ -305,7 +309,7 @@ def backward_config(
             split = min(MAX_EXACT_BWD_SPLIT, max(1, k_pad // EXACT_BWD_CHUNK))
         else:
             split = min(4 if block_b <= MIN_DOT_BLOCK_B else 8, k_pad // MIN_DOT_K)
-        cand = LSTMConfig(config.block_h, block_b, split_k=split, num_warps=max(split, 4))
+        cand = LSTMConfig(config.block_h, block_b, split, num_warps=max(split, 4), batch_loop=config.batch_loop)
         if bwd_prefetch_regs(cand, dtype.itemsize) > MAX_BWD_PREFETCH_REGS:
             cand = replace(cand, num_warps=max(cand.num_warps, WIDE_BWD_WARPS))
         fits_regs = bwd_prefetch_regs(cand, dtype.itemsize) <= MAX_BWD_PREFETCH_REGS

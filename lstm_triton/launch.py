@@ -2,6 +2,7 @@
 
 import contextlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import triton
@@ -53,15 +54,38 @@ def dot_precision(dtype: torch.dtype, exact_fp32: bool) -> str:
     return "ieee" if (dtype == torch.float32 and exact_fp32) else "tf32"
 
 
-def launch_groups(n_prog: int, n_tiles: int, dirs: int, chip: Chip) -> list[tuple[int, int, int, int]]:
+class Group(NamedTuple):
+    """One launch's barrier groups: batch programs ``b_tile0 ..`` (``n_b`` of them) times
+    directions ``d0 ..`` (``n_dirs``); with ``loop`` each batch program walks every
+    ``n_b``-th batch tile in each step."""
+
+    b_tile0: int
+    n_b: int
+    d0: int
+    n_dirs: int
+    loop: bool
+
+
+def launch_groups(n_prog: int, n_tiles: int, dirs: int, chip: Chip, batch_loop: bool = True) -> list[Group]:
     """Split the (batch tile, direction) barrier groups into launches whose programs are all
-    co-resident, one program per SM: ``(b_tile0, n_tiles, d0, n_dirs)`` per launch."""
+    co-resident, one program per SM. When they do not fit at once: with ``batch_loop``, fewer
+    batch programs that loop over the tiles (one launch while the directions fit), otherwise
+    launches in series."""
     per_launch = chip.n_sm // n_prog
     if per_launch < 1:
         raise ValueError(f"{n_prog} programs per barrier group exceed the {chip.n_sm} SMs of {chip.name}")
     if n_tiles * dirs <= per_launch:
-        return [(0, n_tiles, 0, dirs)]
-    return [(b0, min(per_launch, n_tiles - b0), d, 1) for d in range(dirs) for b0 in range(0, n_tiles, per_launch)]
+        return [Group(0, n_tiles, 0, dirs, False)]
+    if batch_loop:
+        dirs_at_once = min(dirs, per_launch)
+        n_b = per_launch // dirs_at_once
+        n_b = triton.cdiv(n_tiles, triton.cdiv(n_tiles, n_b))  # as few tiles as the busiest program's
+        return [Group(0, n_b, d, dirs_at_once, n_b < n_tiles) for d in range(0, dirs, dirs_at_once)]
+    return [
+        Group(b0, min(per_launch, n_tiles - b0), d, 1, False)
+        for d in range(dirs)
+        for b0 in range(0, n_tiles, per_launch)
+    ]
 
 
 @dataclass
@@ -72,21 +96,47 @@ class Saved:
     cs: torch.Tensor  # y's shape and strides: the cell state of every step
 
 
-def schedule(T: int, n_prog: int, n_tiles: int, dirs: int, mode: str, chip: Chip, final_pass: bool = False):
-    """The launches of one recurrence, ``(s_begin, n_steps, b_tile0, n_tiles, d0, n_dirs, final)``
-    each: persistent launches run every step behind the grid barrier (in chunks of steps whose
-    barrier count stays within MAX_BARRIER_COUNT); stepwise launches run one step each, and
-    ``final_pass`` adds a launch of no step for what needs the last step complete."""
+def loops_over_batch(config: LSTMConfig, hidden_size: int, batch: int, dirs: int, chip: Chip) -> bool:
+    """Whether a call of this shape runs the kernel's batch loop (``Group.loop``) on ``chip``."""
+    n_tiles = triton.cdiv(batch, config.block_b)
+    return any(g.loop for g in launch_groups(config.programs(hidden_size), n_tiles, dirs, chip, config.batch_loop))
+
+
+class Launch(NamedTuple):
+    """One launch of a schedule: steps ``s_begin ..`` (``n_steps``) of a ``Group``'s barrier
+    groups; ``final``: the backward's last launch of those groups (it forms dh_0)."""
+
+    s_begin: int
+    n_steps: int
+    b_tile0: int
+    n_b: int
+    d0: int
+    n_dirs: int
+    loop: bool
+    final: bool
+
+
+def schedule(
+    T: int,
+    n_prog: int,
+    n_tiles: int,
+    dirs: int,
+    mode: str,
+    chip: Chip,
+    final_pass: bool = False,
+    batch_loop: bool = True,
+) -> list[Launch]:
+    """The launches of one recurrence: persistent launches run every step behind the grid
+    barrier (in chunks of steps whose barrier count stays within MAX_BARRIER_COUNT), for each
+    ``launch_groups`` group; stepwise launches run one step each, and ``final_pass`` adds a
+    launch of no step for what needs the last step complete."""
+    groups = launch_groups(n_prog, n_tiles, dirs, chip, batch_loop)
     if mode == PERSISTENT:
         chunk = MAX_BARRIER_COUNT // n_prog
-        return [
-            (s0, min(chunk, T - s0), b0, nb, d0, nd, s0 + chunk >= T)
-            for s0 in range(0, T, chunk)
-            for b0, nb, d0, nd in launch_groups(n_prog, n_tiles, dirs, chip)
-        ]
+        return [Launch(s0, min(chunk, T - s0), *g, s0 + chunk >= T) for s0 in range(0, T, chunk) for g in groups]
     if mode == STEPWISE:
-        steps = [(s, 1, 0, n_tiles, 0, dirs, False) for s in range(T)]
-        return steps + ([(T, 0, 0, n_tiles, 0, dirs, True)] if final_pass else [])
+        steps = [Launch(s, 1, *g, False) for s in range(T) for g in groups]
+        return steps + ([Launch(T, 0, *g, True) for g in groups] if final_pass else [])
     raise ValueError(f"mode must be {PERSISTENT!r} or {STEPWISE!r}, got {mode!r}")
 
 
@@ -99,6 +149,7 @@ class Step:
     b_tile0: int
     d0: int
     final: bool  # the backward's last launch: form dh_0 after its steps
+    loop: bool  # each program walks several batch tiles per step
     barrier: bool
     interp: bool
     exact_fp32: bool
@@ -113,6 +164,7 @@ def _common_kwargs(config: LSTMConfig, layer: PackedLayer, dtype, step: Step):
         BLOCK_B=config.block_b,
         SPLIT_K=config.split_k,
         USE_BARRIER=step.barrier,
+        BATCH_LOOP=step.loop,
         PRECISION=dot_precision(dtype, step.exact_fp32),
         UPCAST=step.interp and dtype != torch.float32,
         num_warps=config.num_warps,
@@ -231,13 +283,14 @@ def _launch_schedule(
     # Triton launches on the current device: make it the tensors' (a layer on another GPU)
     with torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext():
         chunk_begin = 0
-        for s_begin, n_steps, b_tile0, nb, d0, nd, final in schedule(T, n_prog, n_tiles, dirs, mode, chip, final_pass):
+        plan = schedule(T, n_prog, n_tiles, dirs, mode, chip, final_pass, config.batch_loop)
+        for s_begin, n_steps, b_tile0, n_b, d0, n_dirs, loop, final in plan:
             if barrier and s_begin != chunk_begin:  # a new chunk of steps: its barrier counts from 0
                 cnt.zero_()
                 chunk_begin = s_begin
-            step = Step(s_begin, n_steps, b_tile0, d0, final, barrier, interp, exact_fp32, max_spins)
+            step = Step(s_begin, n_steps, b_tile0, d0, final, loop, barrier, interp, exact_fp32, max_spins)
             args, kwargs = make_args(cnt, step)
-            kernel[(n_prog, nb, nd)](*args, **kwargs)
+            kernel[(n_prog, n_b, n_dirs)](*args, **kwargs)
     return barrier
 
 

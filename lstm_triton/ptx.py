@@ -7,7 +7,9 @@ memory ordering, where the weights are read):
   the time loop, never inside a loop;
 - ``exchange-unsynced``: every path from a store of the exchange buffer (forward: ``p_y``,
   backward: ``p_dx``) to a load of it crosses a CTA barrier (``bar.sync`` of all threads): warps
-  reload elements other warps stored, around the time loop too;
+  reload elements other warps stored, around the time loop too. Paths around a loop nested in
+  the time loop that holds the stores (the batch loop) do not count: a reload there reads other
+  batch tiles' rows of the previous step, stored before that step's barrier;
 - ``exchange-cached``: loads of the exchange buffer bypass L1 (``.cg``, ``.cv``, ``.volatile``
   or a gpu-scope strong load), which other programs' stores never update;
 - ``barrier-semantics`` (kernels that pass the grid barrier): the arrive on the counter
@@ -82,7 +84,7 @@ class Instr:
         head = self.parts[0]
         if head in ("ld", "ldu", "atom"):
             return self.space() in ("global", "")
-        return self.op.startswith("cp.async.")
+        return self.op.startswith("cp.async.") and len(self.addresses()) == 2  # not its commits and waits
 
     def writes_global(self) -> bool:
         head = self.parts[0]
@@ -131,6 +133,19 @@ class Kernel:
     def loop_blocks(self) -> set[int]:
         """Blocks on a cycle of the control-flow graph (inside some loop)."""
         return {b for comp in _sccs(self.succ) for b in comp if len(comp) > 1 or b in self.succ[b]}
+
+    def inner_back_edges(self, blocks: set[int]) -> set[tuple[int, int]]:
+        """Back edges of the loops nested one level inside an outermost loop that hold one of
+        ``blocks`` themselves: edges into such a loop's header from inside it."""
+        out = set()
+        for outer in _loops(self.succ, set(range(len(self.blocks)))):
+            head = _header(self.succ, outer)
+            inside = [[s for s in self.succ[b] if s in outer and s != head] for b in range(len(self.blocks))]
+            for inner in _loops(inside, outer):
+                if inner & blocks:
+                    h = _header(self.succ, inner)
+                    out |= {(b, h) for b in inner if h in self.succ[b]}
+        return out
 
 
 def _immediate(text: str) -> int | None:
@@ -253,6 +268,20 @@ def _sccs(succ: list[list[int]]) -> list[list[int]]:
     return out
 
 
+def _loops(succ: list[list[int]], within: set[int]) -> list[set[int]]:
+    """The loops (cyclic strongly connected components) of the graph ``succ`` restricted to
+    ``within``."""
+    sub = [[s for s in succ[b] if s in within] if b in within else [] for b in range(len(succ))]
+    return [set(c) for c in _sccs(sub) if len(c) > 1 or c[0] in sub[c[0]]]
+
+
+def _header(succ: list[list[int]], loop: set[int]) -> int:
+    """A loop's entry block: the first one with a predecessor outside it (the first block when
+    the loop holds the kernel's entry)."""
+    entries = [b for b in loop if any(b in succ[p] for p in range(len(succ)) if p not in loop)]
+    return min(entries or loop)
+
+
 def param_origins(k: Kernel) -> dict[str, int]:
     """For each register, the bitmask of the parameters (by index) its value derives from."""
     sym = {p: i for i, p in enumerate(k.params)}
@@ -303,8 +332,11 @@ class _Analysis:
     def writes(self, name: str):
         return [(b, i) for b, i in self.k.instrs() if i.writes_global() and self.derives(i.addresses()[0], name)]
 
-    def unsynced(self, sources: list[Instr], sinks: list[Instr]) -> list[tuple[Instr, Instr]]:
-        """(source, sink) pairs joined by a control-flow path with no CTA barrier on it."""
+    def unsynced(
+        self, sources: list[Instr], sinks: list[Instr], skip: set[tuple[int, int]] = frozenset()
+    ) -> list[tuple[Instr, Instr]]:
+        """(source, sink) pairs joined by a control-flow path with no CTA barrier on it and no
+        edge of ``skip``."""
         src, snk = {id(i) for i in sources}, {id(i) for i in sinks}
         n = len(self.k.blocks)
         preds = [[] for _ in range(n)]
@@ -316,7 +348,7 @@ class _Analysis:
         work = list(range(n))
         while work:
             b = work.pop(0)
-            state = frozenset().union(*(out_state[p] for p in preds[b]))
+            state = frozenset().union(*(out_state[p] for p in preds[b] if (p, b) not in skip))
             for i in self.k.blocks[b]:
                 if i.is_cta_barrier(self.k.threads):
                     state = frozenset()
@@ -349,7 +381,8 @@ def check_exchange(a: _Analysis, exchange: str) -> list[str]:
     out = []
     if not any(b in a.loops for b, _ in stores) or not any(b in a.loops for b, _ in loads):
         out.append(f"{EXCHANGE_UNSYNCED}: no store and load of {exchange} inside a loop (nothing exchanged?)")
-    for s, i in a.unsynced([i for _, i in stores], [i for _, i in loads]):
+    batch_loop = a.k.inner_back_edges({b for b, _ in stores})
+    for s, i in a.unsynced([i for _, i in stores], [i for _, i in loads], batch_loop):
         out.append(_pair(EXCHANGE_UNSYNCED, s, i))
     for _, i in loads:
         sem, scope = i.semantics()

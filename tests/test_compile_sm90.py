@@ -16,6 +16,7 @@ import tempfile
 import types
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
+from dataclasses import replace
 from unittest import mock
 
 import pytest
@@ -25,6 +26,7 @@ import triton.language as tl
 
 from lstm_triton import aot, kernels
 from lstm_triton.configs import H200, backward_config, heuristic
+from lstm_triton.launch import loops_over_batch
 from lstm_triton.ptx import BARRIER_SEMANTICS, EXCHANGE_CACHED, EXCHANGE_UNSYNCED, WEIGHTS_IN_LOOP, check_ptx
 
 
@@ -73,6 +75,10 @@ EXPECTED = {
     "fwd-P32-no-cta-barrier-before-arrive": {BARRIER_SEMANTICS},
     "bwd-P32": set(),
     "bwd-P32-exchange-through-l1": {EXCHANGE_CACHED},
+    "small-loop": set(),  # the batch loop: reloads of the previous step's rows inside a step
+    "small-loop-no-cta-barrier": {EXCHANGE_UNSYNCED},
+    "fwd-loop-P32": set(),
+    "bwd-loop-P32": set(),
 }
 
 
@@ -162,13 +168,27 @@ def _exchange_kernel(
         b_h = tl.load(p_y + s * N + o, cache_modifier=CACHE)
 
 
+@triton.jit
+def _batch_loop_exchange_kernel(p_w, p_y, T, J, N: tl.constexpr, CTA_BARRIER: tl.constexpr):
+    """The batch loop's pattern at its smallest: each step walks J row blocks, each reloading its
+    h of the previous step and storing the new one, with one CTA barrier per step."""
+    o = tl.arange(0, N)
+    b_w = tl.load(p_w + o[:, None] * N + o[None, :])
+    for s in range(1, T):
+        for j in range(J):
+            b_h = tl.load(p_y + ((s - 1) * J + j) * N + o, cache_modifier=".cg")
+            tl.store(p_y + (s * J + j) * N + o, tl.sum(b_h[:, None] * b_w, axis=0))
+        if CTA_BARRIER:
+            tl.debug_barrier()
+
+
 @tl.core.builtin
 def _no_cta_barrier(_semantic=None):
     """``tl.debug_barrier`` that emits nothing."""
 
 
-# triton.language with tl.debug_barrier emitting nothing: a kernel module that uses it compiles
-# as it did before its CTA barriers (the grid barrier's own, in kernels/common.py, stay)
+# triton.language with tl.debug_barrier emitting nothing: kernels/common.py with it compiles the
+# P = 1 step's end as it was before its CTA barrier
 _tl_without_cta_barrier = types.ModuleType(tl.__name__)
 vars(_tl_without_cta_barrier).update(vars(tl))
 _tl_without_cta_barrier.debug_barrier = _no_cta_barrier
@@ -238,20 +258,25 @@ SMALL = {
     "small-exchange-through-l1": (False, True, ""),
     "small-exchange-ca": (False, True, ".ca"),
 }
-# product variants: kernel, hidden size (batch 8, one direction, bf16), swapped module attributes
+SMALL_LOOP = {"small-loop": True, "small-loop-no-cta-barrier": False}  # CTA_BARRIER
+# product variants: kernel, hidden size (the config of batch 8, one direction, bf16), whether the
+# batch loop runs (twice the batch on a chip of one barrier group), swapped module attributes
 P1_H, P32_H = 128, 256  # one program per group, and 32 (BLOCK_H = 8)
+NO_CTA_BARRIER = {"common.tl": _tl_without_cta_barrier}
 PRODUCT = {
-    "fwd-P1": ("fwd", P1_H, {}),
-    "fwd-P1-no-cta-barrier": ("fwd", P1_H, {"lstm_fwd.tl": _tl_without_cta_barrier}),
-    "bwd-P1": ("bwd", P1_H, {}),
-    "bwd-P1-no-cta-barrier": ("bwd", P1_H, {"lstm_bwd.tl": _tl_without_cta_barrier}),
-    "fwd-P32": ("fwd", P32_H, {}),
-    "fwd-P32-relaxed-arrive": ("fwd", P32_H, {"lstm_fwd._grid_barrier": _barrier_relaxed_arrive}),
-    "fwd-P32-relaxed-polls": ("fwd", P32_H, {"lstm_fwd._grid_barrier": _barrier_relaxed_polls}),
-    "fwd-P32-cta-scope-polls": ("fwd", P32_H, {"lstm_fwd._grid_barrier": _barrier_cta_scope_polls}),
-    "fwd-P32-no-cta-barrier-before-arrive": ("fwd", P32_H, {"lstm_fwd._grid_barrier": _barrier_arrive_unsynced}),
-    "bwd-P32": ("bwd", P32_H, {}),
-    "bwd-P32-exchange-through-l1": ("bwd", P32_H, {"lstm_bwd._recurrent_dh": _recurrent_dh_through_l1}),
+    "fwd-P1": ("fwd", P1_H, False, {}),
+    "fwd-P1-no-cta-barrier": ("fwd", P1_H, False, NO_CTA_BARRIER),
+    "bwd-P1": ("bwd", P1_H, False, {}),
+    "bwd-P1-no-cta-barrier": ("bwd", P1_H, False, NO_CTA_BARRIER),
+    "fwd-P32": ("fwd", P32_H, False, {}),
+    "fwd-P32-relaxed-arrive": ("fwd", P32_H, False, {"common._grid_barrier": _barrier_relaxed_arrive}),
+    "fwd-P32-relaxed-polls": ("fwd", P32_H, False, {"common._grid_barrier": _barrier_relaxed_polls}),
+    "fwd-P32-cta-scope-polls": ("fwd", P32_H, False, {"common._grid_barrier": _barrier_cta_scope_polls}),
+    "fwd-P32-no-cta-barrier-before-arrive": ("fwd", P32_H, False, {"common._grid_barrier": _barrier_arrive_unsynced}),
+    "bwd-P32": ("bwd", P32_H, False, {}),
+    "bwd-P32-exchange-through-l1": ("bwd", P32_H, False, {"lstm_bwd._recurrent_dh": _recurrent_dh_through_l1}),
+    "fwd-loop-P32": ("fwd", P32_H, True, {}),
+    "bwd-loop-P32": ("bwd", P32_H, True, {}),
 }
 
 
@@ -259,6 +284,12 @@ def _variant_problems(name: str, cache_dir: str) -> list[str]:
     # a cache of its own: a swapped helper does not change the kernel's cache key, so a variant
     # and the kernel as it is would hit (or, compiled at once, overwrite) each other's entry
     triton.knobs.cache.dir = cache_dir
+    if name in SMALL_LOOP:
+        N = 64
+        args = (torch.empty(N, N), torch.empty(8 * 3, N), 8, 3)
+        kwargs = dict(N=N, CTA_BARRIER=SMALL_LOOP[name], num_warps=4)
+        compiled, names = aot.compile_call(_batch_loop_exchange_kernel, args, kwargs)
+        return check_ptx(compiled.asm["ptx"], names, weights="p_w", exchange="p_y", counter=None)
     if name in SMALL:
         w_in_loop, cta_barrier, cache = SMALL[name]
         N = 64
@@ -266,17 +297,23 @@ def _variant_problems(name: str, cache_dir: str) -> list[str]:
         kwargs = dict(N=N, W_IN_LOOP=w_in_loop, CTA_BARRIER=cta_barrier, CACHE=cache, num_warps=4)
         compiled, names = aot.compile_call(_exchange_kernel, args, kwargs)
         return check_ptx(compiled.asm["ptx"], names, weights="p_w", exchange="p_y", counter=None)
-    kind, H, swaps = PRODUCT[name]
+    kind, H, loop, swaps = PRODUCT[name]
     B, dirs, dtype = 8, 1, torch.bfloat16
     config = heuristic(H, B, dirs, dtype, H200)
-    assert config.programs(H) == (1 if H == P1_H else 32), config
+    P = config.programs(H)
+    assert P == (1 if H == P1_H else 32), config
     if kind == "bwd":
         config = backward_config(config, H, dtype, H200)
+    chip = replace(H200, n_sm=P) if loop else H200
+    B = 2 * config.block_b if loop else B
+    assert loops_over_batch(config, H, B, dirs, chip) == loop
     with ExitStack() as stack:
         for target, new in swaps.items():
             module, attr = target.split(".")
             stack.enter_context(mock.patch.object(getattr(kernels, module), attr, new))
-        return aot.compile_kernel(aot.BWD if kind == "bwd" else aot.FWD, config, H, B, dirs, dtype).ptx_problems
+        return aot.compile_kernel(
+            aot.BWD if kind == "bwd" else aot.FWD, config, H, B, dirs, dtype, chip=chip
+        ).ptx_problems
 
 
 if __name__ == "__main__":

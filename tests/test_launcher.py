@@ -10,7 +10,15 @@ from torch import nn
 import lstm_triton.launch
 from lstm_triton import BarrierTimeoutError, LSTMConfig
 from lstm_triton.configs import Chip
-from lstm_triton.launch import PERSISTENT, STEPWISE, launch_groups, lstm_recurrent_bwd, lstm_recurrent_fwd, schedule
+from lstm_triton.launch import (
+    PERSISTENT,
+    STEPWISE,
+    Group,
+    launch_groups,
+    lstm_recurrent_bwd,
+    lstm_recurrent_fwd,
+    schedule,
+)
 from lstm_triton.layout import pack_layer
 from lstm_triton.reference import lstm_reference
 from tests.helpers import DEVICE, assert_close, tolerance
@@ -51,20 +59,64 @@ def test_modes_match_reference(mode, init):
 
 
 def test_launch_plan_splits_groups_over_launches():
-    """A chip with fewer SMs than programs gets several persistent launches, each co-resident,
-    every (batch tile, direction) group in exactly one."""
+    """Without the batch loop, a chip with fewer SMs than programs gets several persistent
+    launches, each co-resident, every (batch tile, direction) group in exactly one."""
     chip = Chip("tiny", n_sm=3, smem_per_block=1 << 20)
     xp, layer, h0, c0, (want_y, (want_h, want_c)) = packed_problem(B=5, block_h=32)
-    cfg = LSTMConfig(block_h=32, block_b=2)  # P = 1, 3 batch tiles x 2 directions
-    plan = launch_groups(cfg.programs(24), 3, 2, chip)
-    assert len(plan) > 1 and all(nb * nd <= chip.n_sm for _, nb, _, nd in plan)
-    covered = sorted((b, d) for b0, nb, d0, nd in plan for b in range(b0, b0 + nb) for d in range(d0, d0 + nd))
+    cfg = LSTMConfig(block_h=32, block_b=2, batch_loop=False)  # P = 1, 3 batch tiles x 2 directions
+    plan = launch_groups(cfg.programs(24), 3, 2, chip, batch_loop=False)
+    assert len(plan) > 1 and all(g.n_b * g.n_dirs <= chip.n_sm and not g.loop for g in plan)
+    covered = sorted((b, d) for b0, nb, d0, nd, _ in plan for b in range(b0, b0 + nb) for d in range(d0, d0 + nd))
     assert covered == [(b, d) for b in range(3) for d in range(2)]
     y, h_n, c_n, _ = lstm_recurrent_fwd(xp, layer, h0, c0, cfg, mode=PERSISTENT, chip=chip)
     tol = tolerance(torch.float32)
     assert_close("y", y, want_y, tol)
     assert_close("h_n", h_n, want_h, tol)
     assert_close("c_n", c_n, want_c, tol)
+
+
+@pytest.mark.parametrize(
+    "n_sm, P, n_tiles, dirs, want",
+    [
+        (132, 64, 8, 2, [Group(0, 1, 0, 2, True)]),  # H=1024 BH16 bi, B=256 in tiles of 32
+        (132, 8, 8, 2, [Group(0, 8, 0, 2, False)]),  # all co-resident: no loop
+        (132, 16, 16, 2, [Group(0, 4, 0, 2, True)]),  # 4 tiles a program, none idle
+        (132, 32, 7, 1, [Group(0, 4, 0, 1, True)]),  # 2 tiles a program: 4 programs, not 5
+        (132, 128, 2, 2, [Group(0, 1, 0, 1, True), Group(0, 1, 1, 1, True)]),  # a direction at a time
+    ],
+)
+def test_batch_loop_plans_one_launch_while_the_directions_fit(n_sm, P, n_tiles, dirs, want):
+    chip = Chip("any", n_sm=n_sm, smem_per_block=1 << 20)
+    assert launch_groups(P, n_tiles, dirs, chip) == want
+    for g in want:  # co-resident, every tile of every direction walked once
+        assert P * g.n_b * g.n_dirs <= n_sm
+        walked = [t for b in range(g.n_b) for t in range(b, n_tiles, g.n_b)] if g.loop else list(range(g.n_b))
+        assert sorted(walked) == list(range(n_tiles))
+
+
+@pytest.mark.parametrize("init", [False, True], ids=["zeros", "h0"])
+def test_batch_loop_matches_serial_launches_bit_for_bit(init):
+    """Each program walking 3 batch tiles per step in one launch (P = 1) gives the outputs,
+    saved activations and gradients of one launch per tile, bit for bit, and the reference's."""
+    chip = Chip("tiny", n_sm=2, smem_per_block=1 << 20)
+    xp, layer, h0, c0, (want_y, (want_h, want_c)) = packed_problem(B=5, block_h=32, init=init)
+    got = {}
+    for loop in (True, False):
+        cfg = LSTMConfig(block_h=32, block_b=2, batch_loop=loop)
+        assert any(g.loop for g in launch_groups(1, 3, 2, chip, loop)) == loop
+        y, h_n, c_n, saved = lstm_recurrent_fwd(xp, layer, h0, c0, cfg, mode=PERSISTENT, chip=chip, save=True)
+        gen = torch.Generator().manual_seed(1)
+        dy, dh_n, dc_n = (torch.randn(t.shape, generator=gen).to(DEVICE) for t in (y, h_n, c_n))
+        grads = lstm_recurrent_bwd(dy, dh_n, dc_n, layer, y, h0, c0, saved, cfg, mode=PERSISTENT, chip=chip)
+        got[loop] = [y, h_n, c_n, saved.gates, saved.cs, *grads]
+    names = ["y", "h_n", "c_n", "saved gates", "saved c", "dxp", "dw_hh", "dh0", "dc0"]
+    for name, a, b in zip(names, got[True], got[False], strict=True):
+        assert (a is None) == (b is None), name
+        assert a is None or (torch.isfinite(a).all() and torch.equal(a, b)), name
+    tol = tolerance(torch.float32)
+    assert_close("y", got[True][0], want_y, tol)
+    assert_close("h_n", got[True][1], want_h, tol)
+    assert_close("c_n", got[True][2], want_c, tol)
 
 
 def test_launch_plan_rejects_groups_larger_than_the_chip():
@@ -136,12 +188,13 @@ def test_long_sequences_run_as_chunks_within_the_barrier_count():
     each group exactly once, the backward's dh_0 in the last."""
     chip = Chip("tiny", n_sm=3, smem_per_block=1 << 20)
     P, T = 3, 1000
-    plan = schedule(10**9, P, 2, 2, PERSISTENT, chip)  # 3 * 10**9 arrivals in one launch would overflow
+    # 3 * 10**9 arrivals in one launch would overflow; launches in series: a group each
+    plan = schedule(10**9, P, 2, 2, PERSISTENT, chip, batch_loop=False)
     assert max(n * P for _, n, *_ in plan) <= lstm_triton.launch.MAX_BARRIER_COUNT < 1 << 30
     assert [final for *_, final in plan].count(True) == 2 * 2 and len(plan) > 2 * 2
     assert sum(n for _, n, *_ in plan) == 10**9 * 2 * 2  # every step of the 4 groups, one launch each
     small = schedule(T, P, 1, 1, PERSISTENT, chip)
-    assert small == [(0, T, 0, 1, 0, 1, True)]
+    assert small == [(0, T, 0, 1, 0, 1, False, True)]
 
 
 @pytest.mark.parametrize("init", [False, True], ids=["zeros", "h0"])

@@ -65,12 +65,13 @@ class Case:
     dtype: torch.dtype = F32
     train: bool = True  # the training forward (save) and the backward; else inference
     use_fma: bool = False
-    n_sm: int | None = None  # plan for a chip this small: barrier groups split over launches
+    n_sm: int | None = None  # plan for a chip this small: programs walk several batch tiles
+    batch_loop: bool = True  # False: barrier groups beyond the chip run as launches in series
     max_count: int | None = None  # MAX_BARRIER_COUNT: persistent launches of fewer steps
 
     @property
     def config(self) -> LSTMConfig:
-        return LSTMConfig(self.block_h, self.block_b, use_fma=self.use_fma)
+        return LSTMConfig(self.block_h, self.block_b, use_fma=self.use_fma, batch_loop=self.batch_loop)
 
     @property
     def chip(self) -> Chip | None:
@@ -85,6 +86,7 @@ class Case:
             + ["varlen"] * (self.lengths is not None)
             + ["fma"] * self.use_fma
             + ([f"sm{self.n_sm}"] if self.n_sm else [])
+            + ["serial"] * (not self.batch_loop)
             + ([f"count{self.max_count}"] if self.max_count else [])
             + [dtype_id(self.dtype), "train" if self.train else "infer"]
         )
@@ -97,7 +99,10 @@ CASES = [
     Case(H=32, block_h=8, B=4, block_b=4, T=4, lengths=(4, 1, 3, 2), dtype=BF16, train=False),
     Case(H=16, block_h=8, B=1, block_b=1, T=4, bi=True, use_fma=True, train=False),
     # 4 barrier groups, one per launch
-    Case(H=16, block_h=8, B=3, block_b=2, T=4, bi=True, lengths=(4, 1, 3), n_sm=2),
+    Case(H=16, block_h=8, B=3, block_b=2, T=4, bi=True, lengths=(4, 1, 3), n_sm=2, batch_loop=False),
+    # one launch: each program walks 3 batch tiles per step, both directions
+    Case(H=16, block_h=8, B=5, block_b=2, T=4, bi=True, init=True, lengths=(4, 1, 3, 2, 4), n_sm=4),
+    Case(H=28, block_h=8, B=3, block_b=2, T=3, dtype=BF16, n_sm=4),  # P = 4, padded units, 2 tiles
     # 2 steps a launch (counts up to 4 at P = 2): 3 chunks x 2 launches of one barrier group
     Case(H=16, block_h=8, B=2, block_b=2, T=5, bi=True, init=True, n_sm=2, max_count=4),
 ]
@@ -187,7 +192,13 @@ def persistent_launches(case: Case, kernel: str, sched: Schedule) -> list[Launch
     launches = [launch for launch in sched.launches if launch.kernel == kernel]
     n_tiles = triton.cdiv(case.B, case.block_b)
     plan = schedule(
-        case.T, case.config.programs(case.H), n_tiles, 2 if case.bi else 1, PERSISTENT, case.chip or INTERPRETER
+        case.T,
+        case.config.programs(case.H),
+        n_tiles,
+        2 if case.bi else 1,
+        PERSISTENT,
+        case.chip or INTERPRETER,
+        batch_loop=case.batch_loop,
     )
     assert len(launches) == len(plan), f"{kernel}: {len(launches)} launches, the persistent plan has {len(plan)}"
     assert all(launch.polls for launch in launches), f"{kernel}: a launch never polled the barrier"

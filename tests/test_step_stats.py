@@ -9,6 +9,9 @@ import sys
 import pytest
 import triton
 
+from lstm_triton import aot
+from lstm_triton.configs import H200
+from lstm_triton.launch import launch_groups
 from lstm_triton.sass import loop_stats
 
 # CTA barriers a B <= 8 forward may keep between its last MMA and the store of h. Triton 3.6
@@ -68,7 +71,9 @@ def test_a_kernel_without_a_loop_has_no_stats():
 @pytest.mark.compile
 def test_aot_stats_on_the_small_batch_kernels():
     """The B <= 8 forward keeps few CTA barriers between its last MMA and the store of h
-    (MAX_CRITICAL_BAR), and no backward issues a plain global load after its barrier's wait."""
+    (MAX_CRITICAL_BAR), and no backward without the batch loop issues a plain global load after
+    its barrier's wait (with it, the next tile's saved values are loaded before the wait; its
+    cell-state gradient, written by this program, after)."""
     version = ".".join(triton.__version__.split(".")[:2])
     max_critical_bar = MAX_CRITICAL_BAR.get(version, max(MAX_CRITICAL_BAR.values()))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, not interpret
@@ -83,5 +88,19 @@ def test_aot_stats_on_the_small_batch_kernels():
         assert row["launches"] >= 1 and loop["counts"]["mma"] > 0 and loop["counts"]["total"] > 0, row
         if row["kernel"] == "fwd" and row["B"] <= 8:
             assert loop["critical_bar"] <= max_critical_bar, row
-        if row["kernel"] == "bwd":
+        if row["kernel"] == "bwd" and not row["batch_loop"]:  # the loop's next tile: dc after the wait
             assert loop["loads_after_wait"] == 0, row
+
+
+def test_every_call_of_the_bench_grid_is_one_launch():
+    """With the batch loop, each kernel of every bench-grid shape (inference, training forward,
+    backward; per-sequence lengths too) runs as one launch on the H200, however large the batch:
+    one per direction only where two directions' weight slices exceed the chip (float32 at
+    H=1024: 2 x 128 programs on 132 SMs)."""
+    serial = []
+    for kind, cfg, H, B, dirs, dtype, exact, varlen in aot.shape_kernels(aot.grid_shapes()):
+        P = cfg.programs(H)
+        n_launches = len(launch_groups(P, triton.cdiv(B, cfg.block_b), dirs, H200, cfg.batch_loop))
+        if n_launches != (1 if dirs * P <= H200.n_sm else dirs):
+            serial.append(f"{aot.label(kind, cfg, H, dtype, exact, varlen)} B={B} dirs={dirs}: {n_launches} launches")
+    assert not serial, "\n".join(serial)
