@@ -64,7 +64,7 @@ else
 fi
 step stress 60 python3 -m bench.gpu_stress --budget-s 20
 step long_sequences 60 python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/test_long_sequences.py
-step bench_train 90 python3 -m bench --sweep training --providers ours cudnn cudnn_graph --budget-s 45 --out "$report"
+step bench_train 100 python3 -m bench --sweep training --providers ours ours_serial cudnn cudnn_graph --budget-s 55 --out "$report"
 step bench_packed 60 python3 -m bench --sweep packed --providers ours cudnn --budget-s 30 --out "$report"
 step bench_proj 60 python3 -m bench --sweep proj --providers ours cudnn cudnn_graph --budget-s 40 --out "$report"
 step bench_compiled 60 python3 -m bench --sweep quick --providers ours ours_compiled cudnn_graph --budget-s 40 --out "$report"

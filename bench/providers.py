@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lstm_triton import LSTM
+from lstm_triton.dispatch import serial_batch_tiles
 from lstm_triton.module import KernelPlan
 from lstm_triton.tuning import heuristic_only
 
@@ -56,6 +57,19 @@ class HeuristicLSTM(LSTM):
             return super().forward(*args, **kwargs)
 
 
+class SerialLSTM(LSTM):
+    """lstm_triton.LSTM on the heuristic's configs without the batch loop: batch tiles beyond
+    the chip run as launches in series, as before the loop existed."""
+
+    def kernel_plan(self, *args, **kwargs):
+        with heuristic_only(), serial_batch_tiles():
+            return super().kernel_plan(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        with heuristic_only(), serial_batch_tiles():
+            return super().forward(*args, **kwargs)
+
+
 class CompiledLSTM(LSTM):
     """lstm_triton.LSTM called through ``torch.compile`` (inductor), as inside a compiled model.
     Each new shape compiles in the warm-up calls, before any timed run."""
@@ -89,6 +103,14 @@ PROVIDERS = {
             "ours_heuristic",
             "lstm_triton.LSTM on the heuristic's configs, tuned caches off (eager; only with --providers)",
             HeuristicLSTM.from_torch,
+            ours=True,
+            default=False,
+        ),
+        Provider(
+            "ours_serial",
+            "lstm_triton.LSTM on the heuristic's configs, batch tiles beyond the chip as launches in series "
+            "instead of the batch loop (eager; only with --providers)",
+            SerialLSTM.from_torch,
             ours=True,
             default=False,
         ),

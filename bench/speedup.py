@@ -6,7 +6,8 @@ import pandas as pd
 from .results import KEY, OK
 
 # (ours, baseline) pairs a report compares, fairest cuDNN second: our win must survive it. The
-# last: what the tuned configs gain over the heuristic's.
+# last two: what the tuned configs gain over the heuristic's, and the batch loop over launches
+# in series.
 PAIRS = (
     ("ours", "cudnn"),
     ("ours", "cudnn_graph"),
@@ -14,6 +15,7 @@ PAIRS = (
     ("ours", "pytorch"),
     ("ours_compiled", "cudnn_graph"),
     ("ours", "ours_heuristic"),
+    ("ours", "ours_serial"),
 )
 CASE = [k for k in KEY if k != "provider"]
 GROUP = ["sweep", "mode", "dtype", "dirs"]

@@ -1,13 +1,29 @@
 """The config a call runs: the tuned cache's for the inference forward, else the heuristic
 (``configs`` knows the configs, ``tuning`` the cache; both sit below this module)."""
 
+import contextlib
+import contextvars
 import os
+from dataclasses import replace
 
 import torch
 
 from ._env import interpreting
 from .configs import INTERPRETER, LSTMConfig, backward_config, chip_of, heuristic
 from .tuning import tuned_config
+
+_batch_loop = contextvars.ContextVar("lstm_triton_batch_loop", default=True)
+
+
+@contextlib.contextmanager
+def serial_batch_tiles():
+    """Inside, the configs calls run take batch tiles beyond the chip as launches in series
+    (``LSTMConfig.batch_loop`` off), as before the batch loop: the benchmark's comparison."""
+    token = _batch_loop.set(False)
+    try:
+        yield
+    finally:
+        _batch_loop.reset(token)
 
 
 def select_config(
@@ -25,7 +41,13 @@ def select_config(
     (``tuning.tuned_config``: ``cache`` or the user's cache, then the one shipped for the GPU),
     else the heuristic: for training (its forward and backward are not tuned yet), exact fp32
     dots, or a shape or GPU without an entry. ``training``: whether autograd will differentiate
-    the call; None: whether grad mode is on."""
+    the call; None: whether grad mode is on. Inside ``serial_batch_tiles``, without the batch
+    loop."""
+    config = _select(hidden_size, batch, dirs, dtype, device, training, cache)
+    return config if config is None or _batch_loop.get() else replace(config, batch_loop=False)
+
+
+def _select(hidden_size, batch, dirs, dtype, device, training, cache) -> LSTMConfig | None:
     if interpreting():
         return heuristic(hidden_size, batch, dirs, dtype, INTERPRETER)
     chip = chip_of(device)

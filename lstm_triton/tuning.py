@@ -63,7 +63,7 @@ SPLIT_K, SPLIT_K_MAX_BLOCK_B = 4, 8
 FOUR_WARPS_MAX_BLOCK_B, EIGHT_WARPS_MIN_BLOCK_B = 32, 16
 FMA_NUM_WARPS = 8  # the FMA path's weights sit in registers: 4 warps hold twice as many each
 FMA_MIN_HIDDEN = 256  # below, one program's dot does (the FMA path spilled in 3 of 5 compiles at H=128)
-WAVE_SLACK = 2  # each launch (wave) walks all T steps: no config needing twice the fewest launches
+WAVE_SLACK = 2  # a wave walks one batch tile through all T steps: no config needing twice the fewest
 
 
 class TunedCacheWarning(UserWarning):
@@ -101,10 +101,12 @@ def key_of(hidden_size: int, batch: int, dirs: int, dtype: torch.dtype, mode: st
 
 
 def config_from_json(d) -> LSTMConfig:
+    """A config as the cache stores it; ``batch_loop`` may be missing (caches from before it
+    existed: then the default)."""
     names = {f.name for f in fields(LSTMConfig)}
-    if not isinstance(d, dict) or set(d) != names:
+    if not isinstance(d, dict) or not names - {"batch_loop"} <= set(d) <= names:
         raise CacheError(f"a config must have exactly the fields {sorted(names)}, got {d!r}")
-    types = {"use_fma": bool}
+    types = {"use_fma": bool, "batch_loop": bool}
     for k, v in d.items():
         if type(v) is not types.get(k, int):
             raise CacheError(f"config field {k} has the wrong type: {v!r}")
@@ -352,18 +354,23 @@ def _dot_kinds(block_b: int) -> list[tuple[int, int]]:
     return kinds + ([(1, 8)] if block_b >= EIGHT_WARPS_MIN_BLOCK_B else [])
 
 
-def launches(config: LSTMConfig, hidden_size: int, batch: int, dirs: int, chip: Chip) -> int:
-    """Sequential launches (waves) the launcher needs for this config: each walks all T steps."""
+def waves(config: LSTMConfig, hidden_size: int, batch: int, dirs: int, chip: Chip) -> int:
+    """Batch tiles one program walks in series over a call with this config: the launches in
+    series (each walks all T steps) times the tiles each program of a launch walks per step."""
     n_tiles = -(-batch // config.block_b)
-    return len(launch_groups(config.programs(hidden_size), n_tiles, dirs, chip))
+    return sum(
+        -(-n_tiles // g.n_b) if g.loop else 1
+        for g in launch_groups(config.programs(hidden_size), n_tiles, dirs, chip, config.batch_loop)
+    )
 
 
 def candidates(hidden_size: int, batch: int, dirs: int, dtype: torch.dtype, chip: Chip) -> list[LSTMConfig]:
     """Every config worth timing for this inference-forward shape on ``chip``, the heuristic's
     first: the space (batch tiles, fused or split-K dots, the FMA path below a dot's batch tile,
     warps) pruned by ``configs.reject_reason``, then the TUNE_BLOCK_HS widest hidden slices of
-    each kind, then no config that needs WAVE_SLACK times the fewest launches. The interpreter
-    gets the one config it always runs. Empty when nothing fits."""
+    each kind (and its serial variant where that differs), then no config that needs WAVE_SLACK
+    times the fewest waves. The interpreter gets the one config it always runs. Empty when
+    nothing fits."""
     base = heuristic(hidden_size, batch, dirs, dtype, chip)
     if chip is INTERPRETER:
         return [base]
@@ -374,9 +381,11 @@ def candidates(hidden_size: int, batch: int, dirs: int, dtype: torch.dtype, chip
     space = []
     for kind in kinds:
         fit = [replace(kind, block_h=bh) for bh in widest_first]
-        space += [c for c in fit if reject_reason(c, hidden_size, dtype, chip) is None][:TUNE_BLOCK_HS]
+        for c in [c for c in fit if reject_reason(c, hidden_size, dtype, chip) is None][:TUNE_BLOCK_HS]:
+            serial = replace(c, batch_loop=False)  # the batch tiles as launches in series, where that differs
+            space += [c, serial] if serial != c and waves(serial, hidden_size, batch, dirs, chip) > 1 else [c]
     if not space:
         return [base] if base else []
-    fewest = min(launches(c, hidden_size, batch, dirs, chip) for c in space)
-    space = [c for c in space if launches(c, hidden_size, batch, dirs, chip) < WAVE_SLACK * fewest]
+    fewest = min(waves(c, hidden_size, batch, dirs, chip) for c in space)
+    space = [c for c in space if waves(c, hidden_size, batch, dirs, chip) < WAVE_SLACK * fewest]
     return list(dict.fromkeys(([base] if base else []) + space))

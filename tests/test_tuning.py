@@ -24,8 +24,17 @@ from bench.sweeps import FWD, Case
 from lstm_triton import LSTM, LSTMConfig
 from lstm_triton._env import interpreting
 from lstm_triton.aot import GRID_B, GRID_H, GRID_PRECISIONS
-from lstm_triton.configs import H200, INTERPRETER, MIN_DOT_BLOCK_B, Chip, heuristic, reject_reason
-from lstm_triton.dispatch import select_config
+from lstm_triton.configs import (
+    H200,
+    INTERPRETER,
+    MIN_DOT_BLOCK_B,
+    Chip,
+    backward_config,
+    heuristic,
+    reject_reason,
+    training_config,
+)
+from lstm_triton.dispatch import select_config, serial_batch_tiles
 from lstm_triton.tune import (
     ERROR,
     MIN_GAIN,
@@ -57,8 +66,8 @@ from lstm_triton.tuning import (
     gpu_slug,
     heuristic_only,
     key_of,
-    launches,
     tuned_config,
+    waves,
 )
 
 FAKE = Chip("Fake GPU", n_sm=132, smem_per_block=232448)
@@ -142,8 +151,8 @@ def test_candidates_fit_and_start_with_the_heuristic(chip, dtype):
                 space = cands[1:]  # the heuristic's may lie outside the space
                 assert all(c.split_k == 1 or c.block_b <= SPLIT_K_MAX_BLOCK_B for c in space)
                 assert all(c.num_warps == 8 or c.block_b <= FOUR_WARPS_MAX_BLOCK_B for c in space)
-                fewest = min(launches(c, H, B, dirs, chip) for c in cands) if cands else 0
-                assert all(launches(c, H, B, dirs, chip) < WAVE_SLACK * fewest for c in cands[1:])
+                fewest = min(waves(c, H, B, dirs, chip) for c in cands) if cands else 0
+                assert all(waves(c, H, B, dirs, chip) < WAVE_SLACK * fewest for c in cands[1:])
 
 
 def test_candidates_are_few_and_empty_when_nothing_fits():
@@ -151,6 +160,24 @@ def test_candidates_are_few_and_empty_when_nothing_fits():
     assert LSTMConfig(8, 1, use_fma=True, num_warps=8) in candidates(1024, 1, 1, BF16, H200)  # the spike's B=1 best
     assert candidates(4096, 8, 1, BF16, H200) == []  # no hidden split keeps W_hh on 132 SMs
     assert candidates(1024, 8, 1, torch.float32, TINY) == []
+
+
+def test_candidates_hold_the_batch_loop_and_launches_in_series():
+    """Where the batch tiles do not fit on the chip at once, the space holds each config with the
+    batch loop and without it; where they fit, the two are the same kernel and only one is kept."""
+    big = candidates(1024, 256, 2, BF16, H200)
+    assert any(c.batch_loop for c in big) and any(not c.batch_loop for c in big)
+    assert all(c.batch_loop for c in candidates(256, 8, 1, BF16, H200))
+
+
+def test_serial_batch_tiles_reach_the_backward_config():
+    with serial_batch_tiles():
+        fwd = select_config(1024, 256, 2, BF16, torch.device("cpu"))
+    assert not fwd.batch_loop and select_config(1024, 256, 2, BF16, torch.device("cpu")).batch_loop
+    assert not backward_config(
+        replace(heuristic(1024, 256, 2, BF16, H200), batch_loop=False), 1024, BF16, H200
+    ).batch_loop
+    assert not training_config(replace(heuristic(1024, 256, 2, BF16, H200), batch_loop=False)).batch_loop
 
 
 def test_the_interpreter_gets_one_candidate():
