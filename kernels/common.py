@@ -96,6 +96,25 @@ def _step_rows(s, d, lens, m_b, USE_LENGTHS: tl.constexpr):
 
 
 @triton.jit
+def _sum_splits(g):
+    """[SPLIT_K, M, N] fp32 partial sums (split s from warp s) -> [M, N]; SPLIT_K a power of two.
+
+    Halving the split axis with ``tl.split`` (both halves must sit in one thread) and adding
+    moves the partials through shared memory once, into a layout that the gate split and the
+    store of h keep: 1 CTA barrier from the last MMA to the store under triton 3.6 and 3.8.
+    ``tl.sum(g, axis=0)`` took 4 (3.6) and 15 (3.8: more shared-memory round trips)."""
+    S: tl.constexpr = g.shape[0]
+    M: tl.constexpr = g.shape[1]
+    N: tl.constexpr = g.shape[2]
+    g = tl.permute(g, (1, 2, 0))
+    for _ in tl.static_range(S):  # log2(S) of these passes halve
+        if g.shape[2] > 1:
+            a, b = tl.split(tl.reshape(g, (M, N, g.shape[2] // 2, 2)))
+            g = a + b
+    return tl.reshape(g, (M, N))
+
+
+@triton.jit
 def _split_gates(g, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
     """[BLOCK_B, 4*BLOCK_H] gate pre-activations -> i, f, g, o, each [BLOCK_B, BLOCK_H].
 

@@ -28,6 +28,7 @@ from .common import (
     _sigmoid,
     _split_gates,
     _step_rows,
+    _sum_splits,
     _tanh,
     _tile_rows,
 )
@@ -58,7 +59,7 @@ def _recurrent_matmul(b_h, b_w, b_x, SPLIT_K: tl.constexpr, USE_FMA: tl.constexp
         return tl.dot(b_h, b_w, acc=b_x, input_precision=PRECISION)
     else:  # warp s reduces K-chunk s, then one cross-warp sum
         acc = tl.where(tl.arange(0, SPLIT_K)[:, None, None] == 0, b_x[None, :, :], 0.0)
-        return tl.sum(tl.dot(b_h, b_w, acc=acc, input_precision=PRECISION), axis=0)
+        return _sum_splits(tl.dot(b_h, b_w, acc=acc, input_precision=PRECISION))
 
 
 @triton.jit
