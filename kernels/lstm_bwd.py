@@ -28,6 +28,7 @@ from .common import (
     _row_times,
     _split_gates,
     _step_rows,
+    _sum_splits,
     _tanh,
     _tile_rows,
 )
@@ -43,7 +44,7 @@ def _recurrent_dh(p_dx, o_dg, m_dg, b_wt, SPLIT_K: tl.constexpr, PRECISION: tl.c
     if SPLIT_K == 1:
         return tl.dot(b_dg, b_wt, input_precision=PRECISION)
     else:  # warp s reduces K-chunk s, then one cross-warp sum
-        return tl.sum(tl.dot(b_dg, b_wt, input_precision=PRECISION), axis=0)
+        return _sum_splits(tl.dot(b_dg, b_wt, input_precision=PRECISION))
 
 
 @triton.jit
