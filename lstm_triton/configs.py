@@ -67,7 +67,8 @@ MIN_DOT_BLOCK_B = 8
 MAX_BLOCK_B = 32
 WIDE_BLOCK_B = 32  # batch tiles this tall get 8 warps on the dot path
 # Hidden sizes below their padded size mask units, which costs registers: batch tiles of 32 rows
-# spill there, and tiles of 16 take 8 warps (sm_90 compile check at H = 100, 200, 768)
+# spill there, and tiles of 16 take 8 warps (sm_90 compile check at H = 100, 200, 768), as do
+# split-K dots (8-32 B spilled at H = 768 with 4 warps under triton 3.6)
 MASKED_MAX_BLOCK_B = MASKED_WIDE_BLOCK_B = 16
 EXACT_FP32_WIDE_H, EXACT_FP32_WIDE_BLOCK_H = 512, 8  # exact fp32 dots at H >= 512: 8 units a program
 EXACT_FP32_SPLIT_K = 8  # exact fp32 dots: warps that split the reduction
@@ -247,8 +248,8 @@ def heuristic(
         while block_b >= min(cfg.block_b, MIN_DOT_BLOCK_B):
             cand = replace(cfg, block_h=block_h, block_b=block_b)
             if fits(cand, hidden_size, dtype, chip):
-                if not cand.use_fma and block_b >= wide_block_b:
-                    cand = replace(cand, num_warps=8)  # 4 warps spill on these tiles (sm_90 compile check)
+                if not cand.use_fma and (block_b >= wide_block_b or (masked and cand.split_k > 1)):
+                    cand = replace(cand, num_warps=8)  # 4 warps spill here (sm_90 compile check)
                 check_config(cand, hidden_size)
                 return cand
             block_b //= 2

@@ -23,7 +23,7 @@ import lstm_triton.module
 from lstm_triton import LSTMConfig
 from lstm_triton._env import interpreting
 from lstm_triton.configs import INTERPRETER, Chip
-from lstm_triton.kernels import lstm_bwd, lstm_fwd
+from lstm_triton.kernels import common
 from lstm_triton.kernels.common import _grid_barrier
 from lstm_triton.launch import (
     PERSISTENT,
@@ -299,7 +299,7 @@ def _barrier_one_short(p_cnt, p_err, target, max_spins):
     _grid_barrier(p_cnt, p_err, target + 1, max_spins)
 
 
-KERNELS = {"fwd": (lstm_fwd, "_lstm_fwd_kernel"), "bwd": (lstm_bwd, "_lstm_bwd_kernel")}
+KERNELS = {"fwd": "_lstm_fwd_kernel", "bwd": "_lstm_bwd_kernel"}
 
 
 def run_persistent(kernel: str, case: Case, prob: Problem, **kwargs) -> dict:
@@ -317,12 +317,12 @@ def run_persistent(kernel: str, case: Case, prob: Problem, **kwargs) -> dict:
     ids=["fwd-no-barrier", "fwd-barrier-one-early", "bwd-no-barrier", "bwd-barrier-one-early"],
 )
 def test_racy_kernel_is_caught(kernel, barrier, seed, monkeypatch):
-    """The kernel's barrier swapped for a racy one (the interpreter looks a kernel's globals up
-    in its module at run time): some program reads an exchange row before every program wrote
-    it, on every seed."""
+    """The kernel's barrier swapped for a racy one (the interpreter looks a function's globals up
+    in its module at run time: kernels.common's, where the step's end calls the barrier): some
+    program reads an exchange row before every program wrote it, on every seed."""
     prob = problem(RACE_CASE)
-    module, name = KERNELS[kernel]
-    monkeypatch.setattr(module, "_grid_barrier", barrier)
+    name = KERNELS[kernel]
+    monkeypatch.setattr(common, "_grid_barrier", barrier)
     with concurrent_programs(seed) as sched:
         got = run_persistent(kernel, RACE_CASE, prob)
     differs = [k for k, t in got.items() if t is not None and not torch.equal(t, prob.stepwise[k])]
@@ -336,8 +336,7 @@ def test_barrier_that_cannot_open_times_out(kernel, monkeypatch):
     """A group that can never be complete: every program's bounded wait runs out, the kernel
     finishes and the host raises BarrierTimeoutError; the harness sees no hang."""
     prob = problem(RACE_CASE)
-    module, name = KERNELS[kernel]
-    monkeypatch.setattr(module, "_grid_barrier", _barrier_one_short)
+    monkeypatch.setattr(common, "_grid_barrier", _barrier_one_short)
     with concurrent_programs(0) as sched, warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # garbage gates overflow exp()
         with pytest.raises(BarrierTimeoutError, match="timed out"):
@@ -349,7 +348,7 @@ def test_barrier_that_cannot_open_times_out(kernel, monkeypatch):
 def test_deadlock_is_reported_not_hung(monkeypatch):
     """The same barrier with an unbounded wait: the harness ends the launch with Deadlock."""
     prob = problem(RACE_CASE)
-    monkeypatch.setattr(lstm_fwd, "_grid_barrier", _barrier_one_short)
+    monkeypatch.setattr(common, "_grid_barrier", _barrier_one_short)
     with concurrent_programs(0, hang_polls=100), pytest.raises(Deadlock, match="deadlock in _lstm_fwd_kernel"):
         run_persistent("fwd", RACE_CASE, prob)
 
@@ -357,7 +356,7 @@ def test_deadlock_is_reported_not_hung(monkeypatch):
 def test_launch_past_its_wall_time_is_abandoned(monkeypatch):
     """Without the poll count to stop it, the join time-out ends the launch."""
     prob = problem(RACE_CASE)
-    monkeypatch.setattr(lstm_fwd, "_grid_barrier", _barrier_one_short)
+    monkeypatch.setattr(common, "_grid_barrier", _barrier_one_short)
     with concurrent_programs(0, hang_polls=1 << 40, join_timeout_s=0.5), pytest.raises(Deadlock, match="still running"):
         run_persistent("fwd", RACE_CASE, prob)
 
