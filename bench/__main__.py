@@ -42,7 +42,9 @@ def run_parser() -> argparse.ArgumentParser:
     which.add_argument("--sweep", nargs="+", choices=list(SWEEPS), help="named sweeps (default: default; cpu on a CPU)")
     which.add_argument("--quick", action="store_true", help="a few points in seconds (the cpu sweep on a CPU)")
     p.add_argument(
-        "--providers", nargs="+", help="providers to run (default: all but ours_heuristic, ours_serial, ours_compiled; see --list)"
+        "--providers",
+        nargs="+",
+        help="providers to run (default: all but ours_heuristic, ours_plain, ours_compiled; see --list)",
     )
     p.add_argument("--T", type=int, nargs="+", help="sequence lengths, replacing the sweep's")
     p.add_argument("--H", type=int, nargs="+", help="hidden sizes, replacing the sweep's")

@@ -55,7 +55,7 @@ step gpu_tests 200 python3 -m pytest -q -x -m gpu -p no:cacheprovider tests/test
 
 report=$(python3 -c "from pathlib import Path; from bench.env import environment, report_dir
 print(report_dir(Path('reports'), environment('cuda')))")
-step bench_fwd 150 python3 -m bench --sweep default --providers ours ours_graph cudnn cudnn_graph --budget-s 100 --out "$report"
+step bench_fwd 160 python3 -m bench --sweep default --providers ours ours_plain ours_graph cudnn cudnn_graph --budget-s 110 --out "$report"
 if command -v compute-sanitizer >/dev/null; then
     step memcheck 60 compute-sanitizer --tool memcheck --error-exitcode 3 python3 -m bench.gpu_smoke
     step racecheck 60 compute-sanitizer --tool racecheck --error-exitcode 3 python3 -m bench.gpu_smoke
@@ -64,7 +64,7 @@ else
 fi
 step stress 60 python3 -m bench.gpu_stress --budget-s 20
 step long_sequences 60 python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/test_long_sequences.py
-step bench_train 100 python3 -m bench --sweep training --providers ours ours_serial cudnn cudnn_graph --budget-s 55 --out "$report"
+step bench_train 100 python3 -m bench --sweep training --providers ours ours_plain cudnn cudnn_graph --budget-s 55 --out "$report"
 step bench_packed 60 python3 -m bench --sweep packed --providers ours cudnn --budget-s 30 --out "$report"
 step bench_proj 60 python3 -m bench --sweep proj --providers ours cudnn cudnn_graph --budget-s 40 --out "$report"
 step bench_compiled 60 python3 -m bench --sweep quick --providers ours ours_compiled cudnn_graph --budget-s 40 --out "$report"

@@ -19,7 +19,7 @@ COLORS = {
     "ours_graph": "C1",
     "ours_heuristic": "C5",
     "ours_compiled": "C4",
-    "ours_serial": "C6",
+    "ours_plain": "C6",
     "cudnn": "C0",
     "cudnn_graph": "C2",
     "pytorch": "C7",

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lstm_triton import LSTM
-from lstm_triton.dispatch import serial_batch_tiles
+from lstm_triton.dispatch import plain_configs
 from lstm_triton.module import KernelPlan
 from lstm_triton.tuning import heuristic_only
 
@@ -57,16 +57,16 @@ class HeuristicLSTM(LSTM):
             return super().forward(*args, **kwargs)
 
 
-class SerialLSTM(LSTM):
-    """lstm_triton.LSTM on the heuristic's configs without the batch loop: batch tiles beyond
-    the chip run as launches in series, as before the loop existed."""
+class PlainLSTM(LSTM):
+    """lstm_triton.LSTM on the heuristic's configs without the batch loop (batch tiles beyond
+    the chip as launches in series) and without the transposed dot, as before either existed."""
 
     def kernel_plan(self, *args, **kwargs):
-        with heuristic_only(), serial_batch_tiles():
+        with heuristic_only(), plain_configs():
             return super().kernel_plan(*args, **kwargs)
 
     def forward(self, *args, **kwargs):
-        with heuristic_only(), serial_batch_tiles():
+        with heuristic_only(), plain_configs():
             return super().forward(*args, **kwargs)
 
 
@@ -107,10 +107,10 @@ PROVIDERS = {
             default=False,
         ),
         Provider(
-            "ours_serial",
-            "lstm_triton.LSTM on the heuristic's configs, batch tiles beyond the chip as launches in series "
-            "instead of the batch loop (eager; only with --providers)",
-            SerialLSTM.from_torch,
+            "ours_plain",
+            "lstm_triton.LSTM on the heuristic's configs without the batch loop (batch tiles beyond the chip as "
+            "launches in series) and the transposed dot (eager; only with --providers)",
+            PlainLSTM.from_torch,
             ours=True,
             default=False,
         ),

@@ -115,23 +115,49 @@ def _sum_splits(g):
 
 
 @triton.jit
-def _split_gates(g, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+def _gate_columns(BLOCK_H: tl.constexpr, GATES_ON_M: tl.constexpr):
+    """A program's 4*BLOCK_H packed gate columns in the order its dot produces them: as packed,
+    or with GATES_ON_M gate-major (position g*BLOCK_H + u holds gate g of unit u)."""
+    n = tl.arange(0, 4 * BLOCK_H)
+    if GATES_ON_M:
+        g = n // BLOCK_H
+        return (g // 2) * 2 * BLOCK_H + 2 * (n % BLOCK_H) + g % 2
+    else:
+        return n
+
+
+@triton.jit
+def _split_gates(g, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, GATES_ON_M: tl.constexpr = False):
     """[BLOCK_B, 4*BLOCK_H] gate pre-activations -> i, f, g, o, each [BLOCK_B, BLOCK_H].
 
     Column j of a program holds gate 2*g1 + g0 of unit u, j = g1*2*BLOCK_H + 2*u + g0
     (``lstm_triton.layout`` packs the weights so): both splits then stay inside a thread's
-    registers for the mma accumulator layout (columns n, n+1 and n, n+2*BLOCK_H)."""
-    g_ig, g_fo = tl.split(tl.reshape(g, (BLOCK_B, 2, BLOCK_H, 2)))
-    g_i, g_g = tl.split(tl.permute(g_ig, (0, 2, 1)))
-    g_f, g_o = tl.split(tl.permute(g_fo, (0, 2, 1)))
+    registers for the mma accumulator layout (columns n, n+1 and n, n+2*BLOCK_H).
+
+    GATES_ON_M: ``g`` is the transposed dot's [4*BLOCK_H, BLOCK_B], gate-major
+    (``_gate_columns``): the mma accumulator's rows r + 8m share a thread, so the four gates of a
+    unit stay in the registers of the warp that holds all the rows."""
+    if GATES_ON_M:
+        g4 = tl.permute(tl.reshape(g, (2, 2, BLOCK_H, BLOCK_B)), (3, 2, 0, 1))  # [B, BH, g1, g0]
+        g_ig, g_fo = tl.split(g4)
+        g_i, g_g = tl.split(g_ig)
+        g_f, g_o = tl.split(g_fo)
+    else:
+        g_ig, g_fo = tl.split(tl.reshape(g, (BLOCK_B, 2, BLOCK_H, 2)))
+        g_i, g_g = tl.split(tl.permute(g_ig, (0, 2, 1)))
+        g_f, g_o = tl.split(tl.permute(g_fo, (0, 2, 1)))
     return g_i, g_f, g_g, g_o
 
 
 @triton.jit
-def _join_gates(g_i, g_f, g_g, g_o, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
-    """The inverse of ``_split_gates``: four [BLOCK_B, BLOCK_H] -> [BLOCK_B, 4*BLOCK_H]."""
+def _join_gates(g_i, g_f, g_g, g_o, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, GATES_ON_M: tl.constexpr = False):
+    """The inverse of ``_split_gates``: four [BLOCK_B, BLOCK_H] -> [BLOCK_B, 4*BLOCK_H], in
+    packed column order or (GATES_ON_M) gate-major."""
     g = tl.join(tl.join(g_i, g_f), tl.join(g_g, g_o))  # [BB, BH, g0, g1]
-    return tl.reshape(tl.permute(g, (0, 3, 1, 2)), (BLOCK_B, 4 * BLOCK_H))
+    if GATES_ON_M:
+        return tl.reshape(tl.permute(g, (0, 3, 2, 1)), (BLOCK_B, 4 * BLOCK_H))
+    else:
+        return tl.reshape(tl.permute(g, (0, 3, 1, 2)), (BLOCK_B, 4 * BLOCK_H))
 
 
 @triton.jit

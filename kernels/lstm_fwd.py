@@ -22,6 +22,7 @@ import triton.language as tl
 from .common import (
     _cast_for_store,
     _end_step,
+    _gate_columns,
     _join_gates,
     _row_tile,
     _row_times,
@@ -35,31 +36,49 @@ from .common import (
 
 
 @triton.jit
-def _load_w(p_w, n_cols, H_PAD: tl.constexpr, N: tl.constexpr, SPLIT_K: tl.constexpr):
-    """This program's [H_PAD, N] slice of the packed W_hh^T (row stride ``n_cols``), shaped as
-    the matmul's right operand: [H_PAD, N] or [SPLIT_K, H_PAD // SPLIT_K, N]."""
-    o_n = tl.arange(0, N)
+def _load_w(p_w, n_cols, H_PAD: tl.constexpr, BLOCK_H: tl.constexpr, SPLIT_K: tl.constexpr, GATES_ON_M: tl.constexpr):
+    """This program's slice of the packed W_hh^T (row stride ``n_cols``), shaped as the matmul's
+    right operand: [H_PAD, N] or [SPLIT_K, H_PAD // SPLIT_K, N]; with GATES_ON_M transposed, as
+    its left one, rows gate-major: [N, H_PAD] or [SPLIT_K, N, H_PAD // SPLIT_K]."""
+    o_n = _gate_columns(BLOCK_H, GATES_ON_M)
     if SPLIT_K == 1:
         o_k = tl.arange(0, H_PAD)
-        return tl.load(p_w + o_k[:, None] * n_cols + o_n[None, :])
+        if GATES_ON_M:
+            return tl.load(p_w + o_k[None, :] * n_cols + o_n[:, None])
+        else:
+            return tl.load(p_w + o_k[:, None] * n_cols + o_n[None, :])
     else:
         KS: tl.constexpr = H_PAD // SPLIT_K
-        o_k = tl.arange(0, SPLIT_K)[:, None, None] * KS + tl.arange(0, KS)[None, :, None]
-        return tl.load(p_w + o_k * n_cols + o_n[None, None, :])
+        o_s = tl.arange(0, SPLIT_K)[:, None, None] * KS
+        if GATES_ON_M:
+            return tl.load(p_w + (o_s + tl.arange(0, KS)[None, None, :]) * n_cols + o_n[None, :, None])
+        else:
+            return tl.load(p_w + (o_s + tl.arange(0, KS)[None, :, None]) * n_cols + o_n[None, None, :])
 
 
 @triton.jit
-def _recurrent_matmul(b_h, b_w, b_x, SPLIT_K: tl.constexpr, USE_FMA: tl.constexpr, PRECISION: tl.constexpr):
-    """x_t W_ih^T + h_{t-1} @ W_hh^T slice -> [BLOCK_B, N] fp32. The projection ``b_x`` enters as
-    the dot's accumulator (of split 0): its layout conversion then waits for no product."""
+def _recurrent_matmul(
+    b_h, b_w, b_x, SPLIT_K: tl.constexpr, USE_FMA: tl.constexpr, PRECISION: tl.constexpr, GATES_ON_M: tl.constexpr
+):
+    """x_t W_ih^T + h_{t-1} @ W_hh^T slice -> [BLOCK_B, N] fp32 (GATES_ON_M: its transpose
+    [N, BLOCK_B], from W_slice^T @ h^T: the gate columns fill the MMA's M, the batch its N). The
+    projection ``b_x`` enters as the dot's accumulator (of split 0): its layout conversion then
+    waits for no product."""
     b_x = b_x.to(tl.float32)
     if USE_FMA:  # broadcast-multiply and reduce on CUDA cores: beats tl.dot at one batch row
         return tl.sum(b_h.to(tl.float32)[:, :, None] * b_w[None, :, :], axis=1) + b_x
     elif SPLIT_K == 1:
-        return tl.dot(b_h, b_w, acc=b_x, input_precision=PRECISION)
+        if GATES_ON_M:
+            return tl.dot(b_w, tl.trans(b_h), acc=tl.trans(b_x), input_precision=PRECISION)
+        else:
+            return tl.dot(b_h, b_w, acc=b_x, input_precision=PRECISION)
     else:  # warp s reduces K-chunk s, then one cross-warp sum
-        acc = tl.where(tl.arange(0, SPLIT_K)[:, None, None] == 0, b_x[None, :, :], 0.0)
-        return _sum_splits(tl.dot(b_h, b_w, acc=acc, input_precision=PRECISION))
+        if GATES_ON_M:
+            acc = tl.where(tl.arange(0, SPLIT_K)[:, None, None] == 0, tl.trans(b_x)[None, :, :], 0.0)
+            return _sum_splits(tl.dot(b_w, tl.permute(b_h, (0, 2, 1)), acc=acc, input_precision=PRECISION))
+        else:
+            acc = tl.where(tl.arange(0, SPLIT_K)[:, None, None] == 0, b_x[None, :, :], 0.0)
+            return _sum_splits(tl.dot(b_h, b_w, acc=acc, input_precision=PRECISION))
 
 
 @triton.jit
@@ -115,14 +134,15 @@ def _step_tile(
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
     SAVE: tl.constexpr,
+    GATES_ON_M: tl.constexpr,
 ):
     """One step of one batch tile from h_{t-1} (``b_h``), the projection ``b_x`` and ``c``:
     stores h_t at ``o_yt + o_u`` (and, when SAVE, the gates at ``o_xt`` and c_t); returns c_t.
     ``rows``: the rows this step updates."""
     if UPCAST:
         b_h = b_h.to(tl.float32)
-    g = _recurrent_matmul(b_h, b_w, b_x, SPLIT_K, USE_FMA, PRECISION)
-    g_i, g_f, g_g, g_o = _split_gates(g, BLOCK_B, BLOCK_H)
+    g = _recurrent_matmul(b_h, b_w, b_x, SPLIT_K, USE_FMA, PRECISION, GATES_ON_M)
+    g_i, g_f, g_g, g_o = _split_gates(g, BLOCK_B, BLOCK_H, GATES_ON_M)
     a_i, a_f, a_g, a_o = _sigmoid(g_i), _sigmoid(g_f), _tanh(g_g), _sigmoid(g_o)
     c_new = a_f * c + a_i * a_g
     h = a_o * _tanh(c_new)
@@ -133,7 +153,7 @@ def _step_tile(
         c = c_new
     tl.store(p_y + o_yt + o_u, _cast_for_store(h, p_y.dtype.element_ty, UPCAST), mask=m_s)
     if SAVE:  # the padding is saved as zeros: every element of the saved tensors is defined
-        b_a = _join_gates(a_i, a_f, a_g, a_o, BLOCK_B, BLOCK_H)
+        b_a = _join_gates(a_i, a_f, a_g, a_o, BLOCK_B, BLOCK_H, GATES_ON_M)
         c_save = c
         if USE_LENGTHS:
             b_a = tl.where(rows[:, None], b_a, 0.0)
@@ -172,6 +192,7 @@ def _lstm_fwd_kernel(
     BLOCK_B: tl.constexpr,
     SPLIT_K: tl.constexpr,
     USE_FMA: tl.constexpr,
+    GATES_ON_M: tl.constexpr,
     USE_INITIAL_STATE: tl.constexpr,
     USE_LENGTHS: tl.constexpr,
     USE_BARRIER: tl.constexpr,
@@ -193,11 +214,11 @@ def _lstm_fwd_kernel(
     n_cols = n_prog * N
     p_cnt += d * tl.cdiv(B, BLOCK_B) + b_tile  # the group's barrier counter
 
-    b_w = _load_w(p_w + d * H_PAD * n_cols + pid_p * N, n_cols, H_PAD, N, SPLIT_K)
+    b_w = _load_w(p_w + d * H_PAD * n_cols + pid_p * N, n_cols, H_PAD, BLOCK_H, SPLIT_K, GATES_ON_M)
     if USE_FMA or UPCAST:
         b_w = b_w.to(tl.float32)
     o_unit = pid_p * BLOCK_H + tl.arange(0, BLOCK_H)
-    o_n = pid_p * N + tl.arange(0, N)[None, :]  # own gate columns within a row of xp[t]
+    o_n = pid_p * N + _gate_columns(BLOCK_H, GATES_ON_M)[None, :]  # own gate columns of xp[t], in dot order
     o_u = o_unit[None, :]
     s_end = s_begin + n_steps
 
@@ -246,6 +267,7 @@ def _lstm_fwd_kernel(
                     PRECISION,
                     UPCAST,
                     SAVE,
+                    GATES_ON_M,
                 )
                 tl.store(p_c + o_s, c, mask=m_s)
                 # the next tile (after the last, the next step's first): its rows, and its
@@ -290,6 +312,7 @@ def _lstm_fwd_kernel(
                 PRECISION,
                 UPCAST,
                 SAVE,
+                GATES_ON_M,
             )
             # next step's projection is loaded before the barrier: its latency hides behind the wait
             more = s + 1 < s_end

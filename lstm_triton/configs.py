@@ -5,6 +5,7 @@ import functools
 from dataclasses import dataclass, replace
 
 import torch
+import triton
 
 from ._env import next_pow2
 from .layout import MIN_DOT_K, num_programs, padded_gate_columns, padded_hidden
@@ -16,7 +17,9 @@ class LSTMConfig:
     program; the recurrent matmul is a ``tl.dot`` whose reduction is split over ``split_k``
     warps, or (``use_fma``) a broadcast multiply-add on CUDA cores with the weights in fp32
     registers. Batch tiles beyond what the chip holds at once are walked by each program in
-    every step (``batch_loop``: one launch per call), or run as launches in series."""
+    every step (``batch_loop``: one launch per call), or run as launches in series.
+    ``gates_on_m`` (split-K dots): the dot transposed, W_slice^T @ h^T, so the gate columns
+    fill the MMA's M and the batch rows its N: half the MMAs of a batch tile of 8 rows."""
 
     block_h: int
     block_b: int
@@ -24,6 +27,7 @@ class LSTMConfig:
     use_fma: bool = False
     num_warps: int = 4
     batch_loop: bool = True
+    gates_on_m: bool = False
 
     def programs(self, hidden_size: int) -> int:
         """Programs per barrier group: the hidden split ``P``."""
@@ -31,7 +35,7 @@ class LSTMConfig:
 
     def label(self, hidden_size: int) -> str:
         """Programs per group, tile sizes, matmul path and warps, in one short word."""
-        path = "fma" if self.use_fma else f"dot-splitk{self.split_k}"
+        path = "fma" if self.use_fma else f"{'dotT' if self.gates_on_m else 'dot'}-splitk{self.split_k}"
         serial = "" if self.batch_loop else "-serial"
         return f"P{self.programs(hidden_size)}-BH{self.block_h}-BB{self.block_b}-{path}-w{self.num_warps}{serial}"
 
@@ -40,7 +44,8 @@ class LSTMConfig:
 CONFIG_NAME_HELP = (
     "config names (LSTMConfig.label, e.g. P2-BH64-BB8-dot-splitk1-w4) read P<programs per group>-"
     "BH<hidden units per program>-BB<batch rows per program>-<dot-splitk<warps splitting the reduction>|fma>-"
-    "w<warps>[-serial]; dot: a tensor-core tl.dot, fma: multiply-adds on CUDA cores; -serial: batch tiles "
+    "w<warps>[-serial]; dot: a tensor-core tl.dot, dotT: the same transposed (gate columns on the MMA's M, "
+    "batch rows on its N), fma: multiply-adds on CUDA cores; -serial: batch tiles "
     "beyond the chip's SMs run as launches in series (otherwise each program walks several tiles a step)"
 )
 
@@ -83,6 +88,10 @@ EXACT_BWD_CHUNK, MAX_EXACT_BWD_SPLIT = 256, 16  # exact fp32 backward: gate colu
 # unit, loaded before its barrier wait) in registers: beyond this many per thread it spills
 # (sm_90 compile check), so such programs take 8 warps or shorter batch tiles
 BWD_SAVED_PER_UNIT, MAX_BWD_PREFETCH_REGS, WIDE_BWD_WARPS = 7, 16, 8
+# The transposed dot reads its weight operand with ldmatrix from triton 3.8 on; 3.6 reads it with
+# scalar shared loads (256 LDS.U16 a step at H=1024, B=8: slower than the half-empty MMAs it saves)
+GATES_ON_M_MIN_TRITON = (3, 8)
+GATES_ON_M_PAYS = tuple(int(v) for v in triton.__version__.split(".")[:2]) >= GATES_ON_M_MIN_TRITON
 # Registers one thread may spend on the fp32 weight slice of the FMA path.
 MAX_FMA_WEIGHT_REGS = 160
 WARP_SIZE = 32
@@ -118,6 +127,9 @@ def check_config(config: LSTMConfig, hidden_size: int, reduction: int | None = N
             raise ValueError(f"LSTMConfig.{name} must be a power of two, got {v}")
     if config.use_fma and config.split_k != 1:
         raise ValueError("LSTMConfig: use_fma and split_k > 1 exclude each other")
+    if config.gates_on_m and (config.use_fma or config.split_k == 1):
+        # one warp must hold all of a K-chunk's gate rows: a unit's four gates then share a thread
+        raise ValueError("LSTMConfig.gates_on_m needs the split-K dot (split_k > 1, no use_fma)")
     if not config.use_fma and reduction // config.split_k < MIN_DOT_K:
         raise ValueError(
             f"LSTMConfig.split_k={config.split_k} leaves a dot reduction of {reduction // config.split_k} "
@@ -192,7 +204,7 @@ def _start(h_pad: int, batch: int) -> LSTMConfig:
     if batch == 1:
         return LSTMConfig(block_h=8, block_b=1, use_fma=True, num_warps=8)
     if batch <= MIN_DOT_BLOCK_B:
-        return LSTMConfig(block_h=8, block_b=MIN_DOT_BLOCK_B, split_k=4)
+        return LSTMConfig(block_h=8, block_b=MIN_DOT_BLOCK_B, split_k=4, gates_on_m=GATES_ON_M_PAYS)
     block_h = 16 if h_pad >= 1024 else 32
     block_b = 16 if (batch <= 64 and h_pad < 1024) else MAX_BLOCK_B
     return LSTMConfig(block_h=block_h, block_b=block_b)
@@ -206,6 +218,7 @@ def _exact_fp32(cfg: LSTMConfig, h_pad: int) -> LSTMConfig:
     split_k = EXACT_FP32_NARROW_SPLIT_K if h_pad <= EXACT_FP32_NARROW_H else EXACT_FP32_SPLIT_K
     return replace(
         cfg,
+        gates_on_m=False,  # a CUDA-core dot: no MMA to fill
         block_h=min(cfg.block_h, _max_block_h(h_pad, True)),
         block_b=min(cfg.block_b, MIN_DOT_BLOCK_B),
         split_k=min(split_k, h_pad // MIN_DOT_K),
@@ -242,6 +255,8 @@ def heuristic(
     # then the widest hidden slice, with the largest batch tile, that fits
     masked = hidden_size != h_pad
     max_block_b, wide_block_b = (MASKED_MAX_BLOCK_B, MASKED_WIDE_BLOCK_B) if masked else (MAX_BLOCK_B, WIDE_BLOCK_B)
+    if masked:  # the transposed dot spills 0.4-1.4 KB there (H = 768, triton 3.8; sm_90 compile check)
+        cfg = replace(cfg, gates_on_m=False)
     block_h = cfg.block_h
     while block_h >= 1 and num_programs(hidden_size, block_h) <= chip.n_sm:
         block_b = min(cfg.block_b, max_block_b)

@@ -12,18 +12,19 @@ from ._env import interpreting
 from .configs import INTERPRETER, LSTMConfig, backward_config, chip_of, heuristic
 from .tuning import tuned_config
 
-_batch_loop = contextvars.ContextVar("lstm_triton_batch_loop", default=True)
+_plain = contextvars.ContextVar("lstm_triton_plain_configs", default=False)
 
 
 @contextlib.contextmanager
-def serial_batch_tiles():
-    """Inside, the configs calls run take batch tiles beyond the chip as launches in series
-    (``LSTMConfig.batch_loop`` off), as before the batch loop: the benchmark's comparison."""
-    token = _batch_loop.set(False)
+def plain_configs():
+    """Inside, the configs calls run leave out the batch loop (batch tiles beyond the chip run as
+    launches in series) and the transposed dot, as before either existed: the benchmark's
+    comparison of the two against what came before."""
+    token = _plain.set(True)
     try:
         yield
     finally:
-        _batch_loop.reset(token)
+        _plain.reset(token)
 
 
 def select_config(
@@ -41,10 +42,10 @@ def select_config(
     (``tuning.tuned_config``: ``cache`` or the user's cache, then the one shipped for the GPU),
     else the heuristic: for training (its forward and backward are not tuned yet), exact fp32
     dots, or a shape or GPU without an entry. ``training``: whether autograd will differentiate
-    the call; None: whether grad mode is on. Inside ``serial_batch_tiles``, without the batch
-    loop."""
+    the call; None: whether grad mode is on. Inside ``plain_configs``, without the batch loop
+    and the transposed dot."""
     config = _select(hidden_size, batch, dirs, dtype, device, training, cache)
-    return config if config is None or _batch_loop.get() else replace(config, batch_loop=False)
+    return replace(config, batch_loop=False, gates_on_m=False) if config and _plain.get() else config
 
 
 def _select(hidden_size, batch, dirs, dtype, device, training, cache) -> LSTMConfig | None:

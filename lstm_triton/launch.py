@@ -205,6 +205,7 @@ def fwd_kernel_args(
     kwargs = _common_kwargs(config, layer, xp.dtype, step)
     kwargs.update(
         USE_FMA=config.use_fma,
+        GATES_ON_M=config.gates_on_m,
         USE_INITIAL_STATE=h0 is not None,
         USE_LENGTHS=lengths is not None,
         SAVE=saved is not None,

@@ -15,7 +15,7 @@ from .launch import Saved, lstm_recurrent_bwd, lstm_recurrent_fwd, new_output
 from .layout import PackedLayer
 
 # A config crosses the op boundary as these ints (custom ops take tensors and plain scalars).
-CONFIG_FIELDS = ("block_h", "block_b", "split_k", "use_fma", "num_warps", "batch_loop")
+CONFIG_FIELDS = ("block_h", "block_b", "split_k", "use_fma", "num_warps", "batch_loop", "gates_on_m")
 
 
 def config_args(config: LSTMConfig | None) -> list[int]:
@@ -23,8 +23,8 @@ def config_args(config: LSTMConfig | None) -> list[int]:
 
 
 def _config(args: list[int]) -> LSTMConfig:
-    block_h, block_b, split_k, use_fma, num_warps, batch_loop = args
-    return LSTMConfig(block_h, block_b, split_k, bool(use_fma), num_warps, bool(batch_loop))
+    block_h, block_b, split_k, use_fma, num_warps, batch_loop, gates_on_m = args
+    return LSTMConfig(block_h, block_b, split_k, bool(use_fma), num_warps, bool(batch_loop), bool(gates_on_m))
 
 
 def _output(xp: Tensor, dirs: int, hidden_size: int, batch_first: bool) -> Tensor:

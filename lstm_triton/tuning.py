@@ -32,6 +32,7 @@ import triton
 
 from ._env import next_pow2
 from .configs import (
+    GATES_ON_M_PAYS,
     INTERPRETER,
     MIN_DOT_BLOCK_B,
     Chip,
@@ -100,13 +101,16 @@ def key_of(hidden_size: int, batch: int, dirs: int, dtype: torch.dtype, mode: st
     return Key(mode, kernel_dtype(dtype), dirs, hidden_size, batch_bucket(batch))
 
 
+LATER_FIELDS = {"batch_loop", "gates_on_m"}  # LSTMConfig fields a cache of FORMAT 1 may lack
+
+
 def config_from_json(d) -> LSTMConfig:
-    """A config as the cache stores it; ``batch_loop`` may be missing (caches from before it
-    existed: then the default)."""
+    """A config as the cache stores it; fields added later may be missing (caches from before
+    they existed: then their defaults)."""
     names = {f.name for f in fields(LSTMConfig)}
-    if not isinstance(d, dict) or not names - {"batch_loop"} <= set(d) <= names:
+    if not isinstance(d, dict) or not names - LATER_FIELDS <= set(d) <= names:
         raise CacheError(f"a config must have exactly the fields {sorted(names)}, got {d!r}")
-    types = {"use_fma": bool, "batch_loop": bool}
+    types = {"use_fma": bool, "batch_loop": bool, "gates_on_m": bool}
     for k, v in d.items():
         if type(v) is not types.get(k, int):
             raise CacheError(f"config field {k} has the wrong type: {v!r}")
@@ -375,6 +379,8 @@ def candidates(hidden_size: int, batch: int, dirs: int, dtype: torch.dtype, chip
     if chip is INTERPRETER:
         return [base]
     kinds = [LSTMConfig(1, bb, split, num_warps=warps) for bb in _batch_tiles(batch) for split, warps in _dot_kinds(bb)]
+    if GATES_ON_M_PAYS:  # each split-K dot transposed too
+        kinds += [replace(k, gates_on_m=True) for k in kinds if k.split_k > 1]
     if batch < MIN_DOT_BLOCK_B and padded_hidden(hidden_size) >= FMA_MIN_HIDDEN:
         kinds.append(LSTMConfig(1, 1, use_fma=True, num_warps=FMA_NUM_WARPS))
     widest_first = [1 << i for i in range(padded_hidden(hidden_size).bit_length() - 1, -1, -1)]

@@ -172,8 +172,9 @@ def test_training_with_a_config_too_big_to_run_backward_falls_back(monkeypatch):
     [
         (LSTMConfig(block_h=16, block_b=4), LSTMConfig(block_h=16, block_b=2, split_k=2)),
         (LSTMConfig(block_h=64, block_b=4), LSTMConfig(block_h=64, block_b=4, split_k=4)),
+        (LSTMConfig(16, 4, split_k=2, gates_on_m=True), LSTMConfig(16, 2, split_k=2)),  # saved gate-major
     ],
-    ids=["P3-bwd-BB2-S2", "P1-bwd-S4"],
+    ids=["P3-bwd-BB2-S2", "P1-bwd-S4", "P3-fwd-dotT"],
 )
 def test_backward_with_its_own_tile_and_split(fwd, bwd, monkeypatch):
     """The backward runs the forward's hidden split with its own batch tile and split-K."""

@@ -79,6 +79,8 @@ EXPECTED = {
     "small-loop-no-cta-barrier": {EXCHANGE_UNSYNCED},
     "fwd-loop-P32": set(),
     "bwd-loop-P32": set(),
+    "fwd-P32-dot": set(),  # the split-K dot as it is and transposed, whichever the heuristic picks
+    "fwd-P32-dotT": set(),
 }
 
 
@@ -276,6 +278,8 @@ PRODUCT = {
     "bwd-P32": ("bwd", P32_H, False, {}),
     "bwd-P32-exchange-through-l1": ("bwd", P32_H, False, {"lstm_bwd._recurrent_dh": _recurrent_dh_through_l1}),
     "fwd-loop-P32": ("fwd", P32_H, True, {}),
+    "fwd-P32-dot": ("fwd", P32_H, False, {}),
+    "fwd-P32-dotT": ("fwd", P32_H, False, {}),
     "bwd-loop-P32": ("bwd", P32_H, True, {}),
 }
 
@@ -304,6 +308,8 @@ def _variant_problems(name: str, cache_dir: str) -> list[str]:
     assert P == (1 if H == P1_H else 32), config
     if kind == "bwd":
         config = backward_config(config, H, dtype, H200)
+    if name.endswith(("-dot", "-dotT")):
+        config = replace(config, gates_on_m=name.endswith("-dotT"))
     chip = replace(H200, n_sm=P) if loop else H200
     B = 2 * config.block_b if loop else B
     assert loops_over_batch(config, H, B, dirs, chip) == loop

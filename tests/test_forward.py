@@ -35,6 +35,7 @@ class Case:
         split = "" if cfg is None else f"-P{-(-self.H // cfg.block_h)}-BB{cfg.block_b}"
         split += "" if cfg is None or cfg.split_k == 1 else f"-S{cfg.split_k}"
         split += "-fma" if cfg is not None and cfg.use_fma else ""
+        split += "-dotT" if cfg is not None and cfg.gates_on_m else ""
         return (
             f"B{self.B}-T{self.T}-H{self.H}-I{self.I}-L{self.layers}-{'bi' if self.bi else 'uni'}"
             f"{'-bf' if self.batch_first else ''}{'-h0' if self.init else ''}-{dtype_id(self.dtype)}{split}"
@@ -72,6 +73,9 @@ CASES = [
     # the split-K dot and the FMA reduction
     Case(B=3, T=9, H=48, I=5, bi=True, init=True, config=LSTMConfig(block_h=32, block_b=4, split_k=2)),
     Case(B=17, T=2, H=64, I=5, layers=2, dtype=BF16, config=LSTMConfig(block_h=64, block_b=32, split_k=4)),
+    # the transposed split-K dot: gate columns on M (P = 3 with padded units; P = 1, 4 splits)
+    Case(B=3, T=9, H=40, I=5, bi=True, init=True, config=LSTMConfig(16, 4, split_k=2, gates_on_m=True)),
+    Case(B=9, T=5, H=64, I=5, dtype=BF16, config=LSTMConfig(64, 8, split_k=4, gates_on_m=True)),
     Case(B=1, T=9, H=48, I=5, bi=True, init=True, config=LSTMConfig(block_h=16, block_b=1, use_fma=True)),
     Case(B=3, T=2, H=32, I=5, batch_first=True, dtype=F16, config=LSTMConfig(block_h=8, block_b=1, use_fma=True)),
 ]

@@ -65,13 +65,21 @@ class Case:
     dtype: torch.dtype = F32
     train: bool = True  # the training forward (save) and the backward; else inference
     use_fma: bool = False
+    gates_on_m: bool = False  # the transposed split-K dot (split_k 2)
     n_sm: int | None = None  # plan for a chip this small: programs walk several batch tiles
     batch_loop: bool = True  # False: barrier groups beyond the chip run as launches in series
     max_count: int | None = None  # MAX_BARRIER_COUNT: persistent launches of fewer steps
 
     @property
     def config(self) -> LSTMConfig:
-        return LSTMConfig(self.block_h, self.block_b, use_fma=self.use_fma, batch_loop=self.batch_loop)
+        return LSTMConfig(
+            self.block_h,
+            self.block_b,
+            split_k=2 if self.gates_on_m else 1,
+            use_fma=self.use_fma,
+            batch_loop=self.batch_loop,
+            gates_on_m=self.gates_on_m,
+        )
 
     @property
     def chip(self) -> Chip | None:
@@ -85,6 +93,7 @@ class Case:
             + ["h0"] * self.init
             + ["varlen"] * (self.lengths is not None)
             + ["fma"] * self.use_fma
+            + ["dotT"] * self.gates_on_m
             + ([f"sm{self.n_sm}"] if self.n_sm else [])
             + ["serial"] * (not self.batch_loop)
             + ([f"count{self.max_count}"] if self.max_count else [])
@@ -98,6 +107,7 @@ CASES = [
     Case(H=28, block_h=8, B=2, block_b=2, T=3, bi=True, init=True, dtype=BF16),  # P = 4, padded units
     Case(H=32, block_h=8, B=4, block_b=4, T=4, lengths=(4, 1, 3, 2), dtype=BF16, train=False),
     Case(H=16, block_h=8, B=1, block_b=1, T=4, bi=True, use_fma=True, train=False),
+    Case(H=28, block_h=8, B=3, block_b=4, T=3, bi=True, init=True, gates_on_m=True, dtype=BF16),
     # 4 barrier groups, one per launch
     Case(H=16, block_h=8, B=3, block_b=2, T=4, bi=True, lengths=(4, 1, 3), n_sm=2, batch_loop=False),
     # one launch: each program walks 3 batch tiles per step, both directions

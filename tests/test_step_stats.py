@@ -3,6 +3,7 @@ SASS (its rules), and ``python -m lstm_triton.aot --stats`` on the kernels the l
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -10,8 +11,9 @@ import pytest
 import triton
 
 from lstm_triton import aot
-from lstm_triton.configs import H200
+from lstm_triton.configs import GATES_ON_M_PAYS, H200
 from lstm_triton.launch import launch_groups
+from lstm_triton.layout import padded_hidden
 from lstm_triton.sass import loop_stats
 
 # CTA barriers a B <= 8 forward may keep between its last MMA and the store of h: the split-K
@@ -70,13 +72,14 @@ def test_a_kernel_without_a_loop_has_no_stats():
 @pytest.mark.compile
 def test_aot_stats_on_the_small_batch_kernels():
     """The B <= 8 forward keeps few CTA barriers between its last MMA and the store of h
-    (MAX_CRITICAL_BAR), and no backward without the batch loop issues a plain global load after
-    its barrier's wait (with it, the next tile's saved values are loaded before the wait; its
-    cell-state gradient, written by this program, after)."""
+    (MAX_CRITICAL_BAR) and, where the transposed dot pays, half the MMAs; no backward without
+    the batch loop issues a plain global load after its barrier's wait (with it, the next
+    tile's saved values are loaded before the wait; its cell-state gradient, written by this
+    program, after)."""
     version = ".".join(triton.__version__.split(".")[:2])
     max_critical_bar = MAX_CRITICAL_BAR.get(version, max(MAX_CRITICAL_BAR.values()))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, not interpret
-    only = r"^(fwd|bwd)-H1024-bfloat16-P(128|64)-BH(8|16)-BB8-dot-splitk4"
+    only = r"^(fwd|bwd)-H1024-bfloat16-P(128|64)-BH(8|16)-BB8-dotT?-splitk4"
     cmd = [sys.executable, "-m", "lstm_triton.aot", "--stats", "--only", only]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -87,6 +90,12 @@ def test_aot_stats_on_the_small_batch_kernels():
         assert row["launches"] >= 1 and loop["counts"]["mma"] > 0 and loop["counts"]["total"] > 0, row
         if row["kernel"] == "fwd" and row["B"] <= 8:
             assert loop["critical_bar"] <= max_critical_bar, row
+            # the transposed dot where it pays: one m16n8k16 per 16 gate rows, 8 batch rows and
+            # 16 of a warp's K-chunk, none padding (the untransposed dot pads 8 rows to 16: twice)
+            assert ("-dotT-" in row["config"]) == GATES_ON_M_PAYS, row
+            block_h, split_k = (int(v) for v in re.search(r"-BH(\d+)-.*-splitk(\d+)", row["config"]).groups())
+            mma = 4 * block_h // 16 * padded_hidden(row["hidden_size"]) // (16 * split_k)
+            assert loop["counts"]["mma"] == (mma if GATES_ON_M_PAYS else 2 * mma), row
         if row["kernel"] == "bwd" and not row["batch_loop"]:  # the loop's next tile: dc after the wait
             assert loop["loads_after_wait"] == 0, row
 

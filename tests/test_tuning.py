@@ -34,7 +34,7 @@ from lstm_triton.configs import (
     reject_reason,
     training_config,
 )
-from lstm_triton.dispatch import select_config, serial_batch_tiles
+from lstm_triton.dispatch import plain_configs, select_config
 from lstm_triton.tune import (
     ERROR,
     MIN_GAIN,
@@ -170,10 +170,11 @@ def test_candidates_hold_the_batch_loop_and_launches_in_series():
     assert all(c.batch_loop for c in candidates(256, 8, 1, BF16, H200))
 
 
-def test_serial_batch_tiles_reach_the_backward_config():
-    with serial_batch_tiles():
+def test_plain_configs_reach_the_backward_config():
+    with plain_configs():
         fwd = select_config(1024, 256, 2, BF16, torch.device("cpu"))
-    assert not fwd.batch_loop and select_config(1024, 256, 2, BF16, torch.device("cpu")).batch_loop
+    assert not fwd.batch_loop and not fwd.gates_on_m
+    assert select_config(1024, 256, 2, BF16, torch.device("cpu")).batch_loop
     assert not backward_config(
         replace(heuristic(1024, 256, 2, BF16, H200), batch_loop=False), 1024, BF16, H200
     ).batch_loop
