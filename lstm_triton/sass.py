@@ -32,8 +32,10 @@ CLASSES = {
     "REDG": "atom",
     "MUFU": "mufu",
     "FFMA": "ffma",
+    "LDL": "spill",
+    "STL": "spill",
 }
-STAT_CLASSES = ("mma", "ldg", "stg", "lds", "sts", "bar", "atom", "mufu", "ffma")
+STAT_CLASSES = ("mma", "ldg", "stg", "lds", "sts", "bar", "atom", "mufu", "ffma", "spill")
 
 _INSTR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)\s*([^;]*);")
 _LABEL = re.compile(r"^(\.L_x_\d+):")

@@ -8,7 +8,7 @@ each shape on this GPU and write the winners to the tuned-config cache the modul
 
 Per shape (dtype, directions, H, batch) every candidate of ``tuning.candidates`` is compiled for
 this GPU in worker processes (which also fills Triton's cache) and dropped if it spills
-registers or overflows shared memory; each survivor runs once against the float64 reference
+registers inside its time loop or overflows shared memory; each survivor runs once against the float64 reference
 (a wrong one is never timed, never a winner), then is timed with CUDA events on rotating random
 inputs, median of many runs. The heuristic's config stays unless another beats it by MIN_GAIN.
 The cache is written after every shape; at the time budget the run stops, and the same

@@ -1,6 +1,6 @@
 """Every config the launcher picks on the bench grid, and at hidden sizes that are not powers of
 two, compiles for sm_90 (H100/H200) with the ptxas inside Triton's wheel, within 227 KB of shared
-memory, without register spills, and passes the PTX checks of ``lstm_triton.ptx``. Each PTX check
+memory, without register spills in its time loop, and passes the PTX checks of ``lstm_triton.ptx``. Each PTX check
 is shown to reject a compiled kernel that breaks what it checks: small kernels written here, and
 the product kernels compiled with one jit helper swapped.
 

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 import triton
@@ -53,7 +54,7 @@ PLAIN_LOAD = "        /*01{:02x}*/                   LDG.E R40, desc[UR4][R42.64
 
 def test_loop_stats_counts_one_step_of_the_time_loop():
     stats = loop_stats(SASS.replace("LOADS_AFTER_WAIT", ""))
-    counts = dict(mma=2, ldg=3, stg=1, lds=1, sts=1, bar=3, atom=1, mufu=1, ffma=1, total=16)
+    counts = dict(mma=2, ldg=3, stg=1, lds=1, sts=1, bar=3, atom=1, mufu=1, ffma=1, spill=0, total=16)
     assert stats.counts == counts  # from .L_x_1 to its BRA; the load before the loop and the trailing self-loop are out
     assert stats.critical_bar == 2  # between the last HMMA and the STG
     assert stats.loads_after_wait == 0  # the LDG before the poll loop is the next step's, issued early
@@ -63,6 +64,24 @@ def test_loop_stats_sees_loads_behind_the_wait():
     loads = "\n".join(PLAIN_LOAD.format(i) for i in range(3))
     stats = loop_stats(SASS.replace("LOADS_AFTER_WAIT", loads))
     assert stats.loads_after_wait == 3 and stats.counts["ldg"] == 6
+
+
+@pytest.mark.parametrize("in_loop, problem", [(False, False), (True, True)], ids=["outside", "inside"])
+def test_spills_count_only_inside_the_time_loop(in_loop, problem):
+    """Spilled registers cost a step only where the time loop touches local memory: the compile
+    check rejects those spills, not the ones before or after the loop."""
+    spill = "        /*0100*/                   STL [R1+0x10], R40 ;"
+    text = SASS.replace("LOADS_AFTER_WAIT", spill if in_loop else "")
+    if not in_loop:  # after the loop, before the EXIT
+        text = text.replace(
+            "        /*0210*/                   EXIT ;", spill.replace("0100", "0208") + "\n        /*0210*/ EXIT ;"
+        )
+    stats = loop_stats(text)
+    assert stats.counts["spill"] == int(in_loop)
+    report = aot.CompileReport(
+        "fwd", False, 1024, "bfloat16", False, {}, 0, 255, 16, "mma.sync", 0.0, [], asdict(stats)
+    )
+    assert bool(report.problems()) == problem
 
 
 def test_a_kernel_without_a_loop_has_no_stats():
