@@ -92,6 +92,10 @@ BWD_SAVED_PER_UNIT, MAX_BWD_PREFETCH_REGS, WIDE_BWD_WARPS = 7, 16, 8
 # scalar shared loads (256 LDS.U16 a step at H=1024, B=8: slower than the half-empty MMAs it saves)
 GATES_ON_M_MIN_TRITON = (3, 8)
 GATES_ON_M_PAYS = tuple(int(v) for v in triton.__version__.split(".")[:2]) >= GATES_ON_M_MIN_TRITON
+# Where it stays spill-free (triton 3.8, sm_90 compile check): 16-bit operands, unmasked hidden
+# sizes and slices of at most 8 units. Its loop spills at 16 units (77 LDL/STL a step at H =
+# 1024), with masked units (0.4-1.4 KB at H = 768) and on fp32's tf32 operands (424 B at 1024).
+GATES_ON_M_MAX_BLOCK_H, GATES_ON_M_MAX_ITEMSIZE = 8, 2
 # Registers one thread may spend on the fp32 weight slice of the FMA path.
 MAX_FMA_WEIGHT_REGS = 160
 WARP_SIZE = 32
@@ -255,14 +259,16 @@ def heuristic(
     # then the widest hidden slice, with the largest batch tile, that fits
     masked = hidden_size != h_pad
     max_block_b, wide_block_b = (MASKED_MAX_BLOCK_B, MASKED_WIDE_BLOCK_B) if masked else (MAX_BLOCK_B, WIDE_BLOCK_B)
-    if masked:  # the transposed dot spills 0.4-1.4 KB there (H = 768, triton 3.8; sm_90 compile check)
-        cfg = replace(cfg, gates_on_m=False)
     block_h = cfg.block_h
     while block_h >= 1 and num_programs(hidden_size, block_h) <= chip.n_sm:
         block_b = min(cfg.block_b, max_block_b)
         while block_b >= min(cfg.block_b, MIN_DOT_BLOCK_B):
             cand = replace(cfg, block_h=block_h, block_b=block_b)
             if fits(cand, hidden_size, dtype, chip):
+                if cand.gates_on_m and (
+                    block_h > GATES_ON_M_MAX_BLOCK_H or masked or dtype.itemsize > GATES_ON_M_MAX_ITEMSIZE
+                ):
+                    cand = replace(cand, gates_on_m=False)
                 if not cand.use_fma and (block_b >= wide_block_b or (masked and cand.split_k > 1)):
                     cand = replace(cand, num_warps=8)  # 4 warps spill here (sm_90 compile check)
                 check_config(cand, hidden_size)

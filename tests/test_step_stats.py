@@ -12,7 +12,7 @@ import pytest
 import triton
 
 from lstm_triton import aot
-from lstm_triton.configs import GATES_ON_M_PAYS, H200
+from lstm_triton.configs import GATES_ON_M_MAX_BLOCK_H, GATES_ON_M_PAYS, H200
 from lstm_triton.launch import launch_groups
 from lstm_triton.layout import padded_hidden
 from lstm_triton.sass import loop_stats
@@ -111,10 +111,11 @@ def test_aot_stats_on_the_small_batch_kernels():
             assert loop["critical_bar"] <= max_critical_bar, row
             # the transposed dot where it pays: one m16n8k16 per 16 gate rows, 8 batch rows and
             # 16 of a warp's K-chunk, none padding (the untransposed dot pads 8 rows to 16: twice)
-            assert ("-dotT-" in row["config"]) == GATES_ON_M_PAYS, row
             block_h, split_k = (int(v) for v in re.search(r"-BH(\d+)-.*-splitk(\d+)", row["config"]).groups())
+            transposed = GATES_ON_M_PAYS and block_h <= GATES_ON_M_MAX_BLOCK_H
+            assert ("-dotT-" in row["config"]) == transposed, row
             mma = 4 * block_h // 16 * padded_hidden(row["hidden_size"]) // (16 * split_k)
-            assert loop["counts"]["mma"] == (mma if GATES_ON_M_PAYS else 2 * mma), row
+            assert loop["counts"]["mma"] == (mma if transposed else 2 * mma), row
         if row["kernel"] == "bwd" and not row["batch_loop"]:  # the loop's next tile: dc after the wait
             assert loop["loads_after_wait"] == 0, row
 
