@@ -93,9 +93,10 @@ BWD_SAVED_PER_UNIT, MAX_BWD_PREFETCH_REGS, WIDE_BWD_WARPS = 7, 16, 8
 GATES_ON_M_MIN_TRITON = (3, 8)
 GATES_ON_M_PAYS = tuple(int(v) for v in triton.__version__.split(".")[:2]) >= GATES_ON_M_MIN_TRITON
 # Where it stays spill-free (triton 3.8, sm_90 compile check): 16-bit operands, unmasked hidden
-# sizes and slices of at most 8 units. Its loop spills at 16 units (77 LDL/STL a step at H =
-# 1024), with masked units (0.4-1.4 KB at H = 768) and on fp32's tf32 operands (424 B at 1024).
-GATES_ON_M_MAX_BLOCK_H, GATES_ON_M_MAX_ITEMSIZE = 8, 2
+# sizes, and a warp's share of the transposed weights (4*block_h rows x H_PAD / split_k) of at
+# most 32 x 256: more splits (and warps) for wider slices, 8 at 16 units and H = 1024 (with 4,
+# 77 LDL/STL a step). Masked units spill 0.4-1.4 KB (H = 768), fp32's tf32 operands 424 B.
+GATES_ON_M_MAX_WARP_ELEMS, GATES_ON_M_MAX_SPLIT_K, GATES_ON_M_MAX_ITEMSIZE = 32 * 256, 8, 2
 # Registers one thread may spend on the fp32 weight slice of the FMA path.
 MAX_FMA_WEIGHT_REGS = 160
 WARP_SIZE = 32
@@ -234,6 +235,15 @@ def _max_block_h(h_pad: int, exact_fp32: bool) -> int:
     return EXACT_FP32_WIDE_BLOCK_H if (exact_fp32 and h_pad >= EXACT_FP32_WIDE_H) else h_pad
 
 
+def _transposed(cfg: LSTMConfig, h_pad: int, masked: bool, dtype: torch.dtype) -> LSTMConfig:
+    """A transposed split-K config with as many splits (one warp each) as keep a warp's share of
+    the weights spill-free, or the untransposed one where none does."""
+    split_k = max(cfg.split_k, 4 * cfg.block_h * h_pad // GATES_ON_M_MAX_WARP_ELEMS)
+    if masked or dtype.itemsize > GATES_ON_M_MAX_ITEMSIZE or split_k > GATES_ON_M_MAX_SPLIT_K:
+        return replace(cfg, gates_on_m=False)
+    return replace(cfg, split_k=split_k, num_warps=max(cfg.num_warps, split_k))
+
+
 @functools.lru_cache(maxsize=HEURISTIC_PICKS_KEPT)  # it runs per forward call and takes ~30 us
 def heuristic(
     hidden_size: int, batch: int, dirs: int, dtype: torch.dtype, chip: Chip, exact_fp32: bool = False
@@ -265,10 +275,8 @@ def heuristic(
         while block_b >= min(cfg.block_b, MIN_DOT_BLOCK_B):
             cand = replace(cfg, block_h=block_h, block_b=block_b)
             if fits(cand, hidden_size, dtype, chip):
-                if cand.gates_on_m and (
-                    block_h > GATES_ON_M_MAX_BLOCK_H or masked or dtype.itemsize > GATES_ON_M_MAX_ITEMSIZE
-                ):
-                    cand = replace(cand, gates_on_m=False)
+                if cand.gates_on_m:
+                    cand = _transposed(cand, h_pad, masked, dtype)
                 if not cand.use_fma and (block_b >= wide_block_b or (masked and cand.split_k > 1)):
                     cand = replace(cand, num_warps=8)  # 4 warps spill here (sm_90 compile check)
                 check_config(cand, hidden_size)
