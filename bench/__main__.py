@@ -58,6 +58,12 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="report folder (default: reports/<gpu>-<date>-<commit>/)")
     p.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when available")
     p.add_argument("--list", action="store_true", help="list sweeps and providers, then exit")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="resolve the sweeps and providers and create the report folder, then stop before the first case "
+        "(bench/gpu_check.sh --dry-run: a GPU run's arguments checked without a GPU)",
+    )
     return p
 
 
@@ -119,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         print(report.CPU_TITLE.removeprefix("# "), report.CPU_BANNER, sep="\n")
     budget = f", budget {args.budget_s:.0f} s" if args.budget_s is not None else ""
     print(f"{len(cases)} cases x {len(providers)} providers on {env['gpu']}{budget} -> {out}", flush=True)
+    if args.dry_run:
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"dry run: {out} created, no case run")
+        return 0
     policy = GPU_POLICY if device == "cuda" else CPU_POLICY
     try:
         outcome = runner.run(out, cases, providers, device, policy, args.budget_s, env)

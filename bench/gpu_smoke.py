@@ -8,6 +8,7 @@ Without a GPU it runs the same case through Triton's interpreter (TRITON_INTERPR
 broken script shows in the CPU tests, not on the GPU lease.
 """
 
+import argparse
 import sys
 
 import torch
@@ -26,7 +27,13 @@ def rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dry-run", action="store_true", help="stop before the first kernel (no GPU needed)")
+    args = parser.parse_args(argv)
+    if args.dry_run:
+        print(f"gpu_smoke: dry run, T={T} B={B} I={I} H={H} at {CONFIG.label(H)}, no kernel run")
+        return 0
     import lstm_triton.module
 
     lstm_triton.module.select_config = lambda *args, **kwargs: CONFIG  # P > 1 on any GPU

@@ -9,7 +9,7 @@
 4. randomized shapes (seeded): hidden size, batch, length, layers, direction, dtype and mode,
    until the time budget is spent.
 
-    python3 -m bench.gpu_stress [--budget-s 30] [--seed 0]
+    python3 -m bench.gpu_stress [--budget-s 30] [--seed 0] [--dry-run]
 
 About 30 s on an H200 once the compile check has warmed Triton's cache (a new hidden size or
 dtype compiles its kernels first). Without a GPU it runs a tiny plan of the same phases
@@ -252,10 +252,16 @@ def main(argv: list[str] | None = None, plan: Plan | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget-s", type=float, default=30.0, help="stop starting randomized shapes after this")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dry-run", action="store_true", help="pick the plan and stop before the first kernel (no GPU needed)"
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     plan = plan or (GPU_PLAN if device == "cuda" else CPU_PLAN)
+    if args.dry_run:
+        print(f"gpu_stress: dry run, the {device} plan: {len(plan.mixed)} shapes x {plan.rounds} rounds, no kernel run")
+        return 0
     jobs = [Job(s, device, args.seed + i) for i, s in enumerate(plan.mixed)]
     failures = [f"{j.shape}: routed to PyTorch ({j.routed}), not a stress of our kernels" for j in jobs if j.routed]
     phases = [
