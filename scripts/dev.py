@@ -6,6 +6,7 @@ tests in it. Needs Python 3.10+ and nothing else.
     python3 scripts/dev.py test                     # python -m pytest -q -n 2
     python3 scripts/dev.py test -k forward          # further arguments go to pytest (or to the benchmark)
     python3 scripts/dev.py test --versions newest   # the other end of the supported range (CI runs both)
+    python3 scripts/dev.py test --versions triton38 -m compile   # the sm_90 compile check under triton 3.8
     python3 scripts/dev.py setup                    # only the set-up; then `. .venv/bin/activate`
 
 The first run creates the environment and installs into it (minutes: torch is large). Later runs
@@ -35,13 +36,22 @@ class VersionSet:
     triton: str
 
 
-# The two ends of the torch and triton ranges pyproject.toml declares; CI runs the tests on both.
+# The two ends of the torch and triton ranges pyproject.toml declares (CI runs the tests on both),
+# and the newest triton before them (CI runs the sm_90 compile check under it too). The oldest is
+# the GPU machine's image; torch's CUDA wheels pin exactly these tritons.
 VERSION_SETS = {
-    "oldest": VersionSet(".venv", torch="2.13.0", triton="3.6.0"),
-    "newest": VersionSet(".venv-newest", torch="2.14.1", triton="3.8.0"),
+    "oldest": VersionSet(".venv", torch="2.11.0", triton="3.6.0"),
+    "newest": VersionSet(".venv-newest", torch="2.15.0", triton="3.9.0"),
+    "triton38": VersionSet(".venv-triton38", torch="2.14.1", triton="3.8.0"),
 }
-# torch's CPU builds (~200 MB, no triton pin): PyPI's Linux torch is the CUDA build (~3 GB)
+# The triton releases the package supports (pyproject.toml), as (major, minor), both ends included
+TRITON_RANGE = ((3, 6), (3, 9))
+# torch's CPU builds (~200 MB, no triton pin): PyPI's Linux torch is the CUDA build (~3 GB), which
+# runs on a CPU too but pins its own triton
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# A machine-wide pip constraint (a cap on torch, say) would refuse a set: this environment is the
+# project's own, so its installs set constraints aside; indexes and mirrors stay as configured
+PIP_ENV = dict(os.environ, PIP_CONSTRAINT=os.devnull)
 
 
 def has_nvidia_gpu() -> bool:
@@ -50,8 +60,8 @@ def has_nvidia_gpu() -> bool:
 
 
 def default_versions() -> str:
-    """torch's CUDA wheels pin their own triton (2.14.1 pins 3.8.0, 2.13.0 pins 3.7.1), so on a
-    GPU only the newest set installs as it stands; its CPU builds pin none."""
+    """The newest set with a GPU (a GPU takes torch's CUDA build, and the newest triton's code is
+    what we measure), the oldest without one, as CI's first run."""
     return "newest" if has_nvidia_gpu() else "oldest"
 
 
@@ -77,7 +87,53 @@ def setup_key(vs: VersionSet) -> str:
 
 def run(cmd: list, **kw) -> None:
     print("+", " ".join(map(str, cmd)), flush=True)
-    subprocess.run(cmd, check=True, **kw)
+    subprocess.run(cmd, check=True, env=PIP_ENV, **kw)
+
+
+def minor(version: str) -> tuple[int, int]:
+    major, minor_, *_ = version.split("+")[0].split(".")
+    return int(major), int(minor_)
+
+
+def interpreter_requirements(triton: str) -> list[str]:
+    """What the tests' interpreter needs beside the package: triton 3.6's breaks on numpy >= 2.4
+    (lstm_triton._env.check_interpreter); the package itself takes any numpy."""
+    return ["numpy<2.4"] if minor(triton) < (3, 7) else []
+
+
+def pinned_triton(py: Path) -> str | None:
+    """The triton release the installed torch requires exactly (its CUDA builds do), or None."""
+    code = (
+        "import importlib.metadata as m, re\n"
+        "for r in m.requires('torch') or []:\n"
+        "    v = re.match(r'triton\\s*==\\s*([0-9.]+)', r)\n"
+        "    if v: print(v.group(1))"
+    )
+    out = subprocess.run([str(py), "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    return out[0] if out else None
+
+
+def install_torch(py: Path, pip: list, name: str, vs: VersionSet) -> tuple[str, str]:
+    """torch and triton of set ``vs`` into the environment of ``py``; returns the (torch, triton)
+    installed. Without a GPU torch's CPU build, where its index can be reached; otherwise the build
+    the package index serves, whose CUDA build pins a triton: taken when it is in TRITON_RANGE."""
+    if not has_nvidia_gpu() and reachable(f"{TORCH_CPU_INDEX}/torch/"):
+        run([*pip, f"torch=={vs.torch}", "--index-url", TORCH_CPU_INDEX])
+        build = "CPU build"
+    else:
+        run([*pip, f"torch=={vs.torch}"])
+        build = (
+            "CUDA build" if has_nvidia_gpu() else "CUDA build (torch's CPU index cannot be reached; it runs on a CPU)"
+        )
+    triton = pinned_triton(py) or vs.triton
+    if not TRITON_RANGE[0] <= minor(triton) <= TRITON_RANGE[1]:
+        lo, hi = (".".join(map(str, v)) for v in TRITON_RANGE)
+        sys.exit(
+            f"torch {vs.torch}'s {build} pins triton {triton}, outside the supported {lo} to {hi}: "
+            f"take torch's CPU build ({TORCH_CPU_INDEX}) or another --versions set"
+        )
+    print(f"{name} set: torch {vs.torch} ({build}), triton {triton}", flush=True)
+    return vs.torch, triton
 
 
 def ensure_env(name: str) -> Path:
@@ -86,7 +142,7 @@ def ensure_env(name: str) -> Path:
     vs = VERSION_SETS[name]
     venv = ROOT / vs.venv
     py, stamp, key = venv_python(venv), venv / STAMP, setup_key(vs)
-    if py.exists() and stamp.exists() and stamp.read_text() == key:
+    if py.exists() and stamp.exists() and json.loads(stamp.read_text()).get("key") == key:
         return py
     print(f"setting up {vs.venv} ({name}: torch {vs.torch}, triton {vs.triton}); the first time takes minutes")
     if not py.exists():
@@ -98,18 +154,12 @@ def ensure_env(name: str) -> Path:
     pip = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "--no-compile"]  # .pyc on first import
     if not sys.stdout.isatty():
         pip.append("-q")
-    torch = [*pip, f"torch=={vs.torch}"]
-    if not has_nvidia_gpu() and reachable(f"{TORCH_CPU_INDEX}/torch/"):
-        torch += ["--index-url", TORCH_CPU_INDEX]
     try:
-        run(torch)
-        run([*pip, f"torch=={vs.torch}", f"triton=={vs.triton}", "-e", ".[dev]"], cwd=ROOT)
+        torch, triton = install_torch(py, pip, name, vs)
+        run([*pip, f"torch=={torch}", f"triton=={triton}", *interpreter_requirements(triton), "-e", ".[dev]"], cwd=ROOT)
     except subprocess.CalledProcessError:
-        sys.exit(
-            f"installing the {name} set into {vs.venv} failed (see above). A CUDA build of torch pins its own "
-            f"triton: without a GPU take torch's CPU build ({TORCH_CPU_INDEX}, e.g. through PIP_EXTRA_INDEX_URL)."
-        )
-    stamp.write_text(key)
+        sys.exit(f"installing the {name} set into {vs.venv} failed (see the pip output above)")
+    stamp.write_text(json.dumps(dict(key=key, torch=torch, triton=triton)))
     return py
 
 
