@@ -11,7 +11,7 @@ import lstm_triton.launch
 from lstm_triton import LSTM, BarrierTimeoutError, LSTMConfig
 from lstm_triton.aot import GRID_B, GRID_H, ODD_H
 from lstm_triton.dispatch import select_config
-from lstm_triton.launch import PERSISTENT, STEPWISE, check_timeouts, lstm_recurrent_fwd
+from lstm_triton.launch import PERSISTENT, STEPWISE, check_timeouts, lstm_recurrent_fwd, timeout_flag
 from lstm_triton.layout import pack_layer
 from lstm_triton.reference import lstm_reference
 from tests.helpers import DTYPES, assert_close, dtype_id, tolerance
@@ -120,9 +120,34 @@ def test_forced_barrier_timeout_raises_and_leaves_the_gpu_usable():
     lstm_recurrent_fwd(xp, layer, hx[0], hx[1], cfg, max_spins=0)
     with pytest.raises(BarrierTimeoutError):
         check_timeouts(xp.device, wait=True)  # the call itself queued its check, without a host sync
+    assert not timeout_flag(xp.device).any(), "the reported time-out's flag was not cleared"
     with torch.no_grad():
         y, _ = ours(x, hx)
+    check_timeouts(xp.device, wait=True)  # the next call timed nothing out: nothing to report
     assert_close("after a time-out", y, lstm_reference(ref, x, hx)[0], tolerance(torch.bfloat16))
+
+
+SLEEP_CYCLES = 1 << 28  # ~0.15 s of a GPU's clock: the flag is set long after the host's checks are queued
+
+
+def test_a_waiting_check_reports_a_flag_set_behind_running_work():
+    """A time-out flag set behind a long kernel: a check without ``wait`` returns at once and
+    reports nothing yet (no host sync; the copy it queued has not landed), and
+    ``check_timeouts(wait=True)`` raises at once (it reads the flag after the queued work, not a
+    copy still in flight), clears the flag, and the next check reports nothing."""
+    dev = torch.device("cuda", torch.cuda.current_device())
+    flag = timeout_flag(dev)
+    torch.cuda.synchronize()
+    assert not flag.any(), "an earlier call's time-out was left unreported"
+    check_timeouts(dev, wait=True)  # no copy of an earlier check left in flight
+    torch.cuda._sleep(SLEEP_CYCLES)
+    flag.fill_(1)  # as a timed-out launch queued behind the long kernel sets it
+    check_timeouts(dev)
+    assert not torch.cuda.current_stream().query(), "the check without wait synchronized with the GPU"
+    with pytest.raises(BarrierTimeoutError, match="timed out"):
+        check_timeouts(dev, wait=True)
+    assert not flag.any(), "the reported time-out's flag was not cleared"
+    check_timeouts(dev, wait=True)
 
 
 def test_calls_queue_without_a_host_sync():

@@ -5,6 +5,7 @@ import warnings
 
 import pytest
 import torch
+import triton
 from torch import nn
 
 import lstm_triton.launch
@@ -14,10 +15,12 @@ from lstm_triton.launch import (
     PERSISTENT,
     STEPWISE,
     Group,
+    check_timeouts,
     launch_groups,
     lstm_recurrent_bwd,
     lstm_recurrent_fwd,
     schedule,
+    timeout_flag,
 )
 from lstm_triton.layout import pack_layer
 from lstm_triton.reference import lstm_reference
@@ -94,16 +97,28 @@ def test_batch_loop_plans_one_launch_while_the_directions_fit(n_sm, P, n_tiles, 
         assert sorted(walked) == list(range(n_tiles))
 
 
-@pytest.mark.parametrize("init", [False, True], ids=["zeros", "h0"])
-def test_batch_loop_matches_serial_launches_bit_for_bit(init):
-    """Each program walking 3 batch tiles per step in one launch (P = 1) gives the outputs,
-    saved activations and gradients of one launch per tile, bit for bit, and the reference's."""
-    chip = Chip("tiny", n_sm=2, smem_per_block=1 << 20)
-    xp, layer, h0, c0, (want_y, (want_h, want_c)) = packed_problem(B=5, block_h=32, init=init)
+# (B, bi, SMs, batch programs per direction, h0): P = 1, batch tiles of 2 rows
+BATCH_LOOP_PLANS = [
+    pytest.param(5, True, 2, 1, False, id="B5-bi-1prog-3tiles-zeros"),  # one program walks tiles 0, 1, 2
+    pytest.param(5, True, 2, 1, True, id="B5-bi-1prog-3tiles-h0"),
+    pytest.param(8, False, 2, 2, True, id="B8-uni-2progs-2tiles-h0"),  # programs walk tiles 0, 2 and 1, 3
+    pytest.param(5, True, 4, 2, True, id="B5-bi-2progs-uneven-h0"),  # programs walk tiles 0, 2 and 1
+]
+
+
+@pytest.mark.parametrize("B, bi, n_sm, n_b, init", BATCH_LOOP_PLANS)
+def test_batch_loop_matches_serial_launches_bit_for_bit(B, bi, n_sm, n_b, init):
+    """Each program walking several batch tiles per step in one launch (P = 1; with n_b > 1
+    batch programs, every n_b-th tile from its own) gives the outputs, saved activations and
+    gradients of one launch per tile, bit for bit, and the reference's."""
+    chip = Chip("tiny", n_sm=n_sm, smem_per_block=1 << 20)
+    xp, layer, h0, c0, (want_y, (want_h, want_c)) = packed_problem(B=B, bi=bi, block_h=32, init=init)
+    n_tiles, dirs = triton.cdiv(B, 2), 2 if bi else 1
+    assert [g.n_b for g in launch_groups(1, n_tiles, dirs, chip)] == [n_b] and n_b < n_tiles
     got = {}
     for loop in (True, False):
         cfg = LSTMConfig(block_h=32, block_b=2, batch_loop=loop)
-        assert any(g.loop for g in launch_groups(1, 3, 2, chip, loop)) == loop
+        assert any(g.loop for g in launch_groups(1, n_tiles, dirs, chip, loop)) == loop
         y, h_n, c_n, saved = lstm_recurrent_fwd(xp, layer, h0, c0, cfg, mode=PERSISTENT, chip=chip, save=True)
         gen = torch.Generator().manual_seed(1)
         dy, dh_n, dc_n = (torch.randn(t.shape, generator=gen).to(DEVICE) for t in (y, h_n, c_n))
@@ -127,14 +142,17 @@ def test_launch_plan_rejects_groups_larger_than_the_chip():
 @interpreter_only
 def test_barrier_timeout_raises_and_next_call_works():
     """P = 2 programs run one after another in the interpreter, so the first waits for the
-    second forever: the bounded wait gives up, the host raises, and the next launch is fine."""
+    second forever: the bounded wait gives up, the host raises, once: the flag is cleared, and
+    the next launch is fine and reports nothing."""
     xp, layer, h0, c0, (want_y, _) = packed_problem(block_h=16)
     cfg = LSTMConfig(block_h=16, block_b=8)  # P = 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # garbage gates overflow exp()
         with pytest.raises(BarrierTimeoutError, match="timed out"):
             lstm_recurrent_fwd(xp, layer, h0, c0, cfg, mode=PERSISTENT, max_spins=8)
+    assert not timeout_flag(DEVICE).any(), "the reported time-out's flag was not cleared"
     y, _, _, _ = lstm_recurrent_fwd(xp, layer, h0, c0, cfg)
+    check_timeouts(DEVICE)  # as every persistent call ends (this stepwise one has no barrier)
     assert_close("y after a time-out", y, want_y, tolerance(torch.float32))
 
 
@@ -197,14 +215,34 @@ def test_long_sequences_run_as_chunks_within_the_barrier_count():
     assert small == [(0, T, 0, 1, 0, 1, False, True)]
 
 
-@pytest.mark.parametrize("init", [False, True], ids=["zeros", "h0"])
-def test_chunked_persistent_launches_match_stepwise(init, monkeypatch):
-    """Persistent launches of 3 steps each (T = 7: 3 chunks, counters zeroed between them)
-    give the stepwise schedule's bits, forward and backward."""
+@pytest.mark.parametrize("T", [6, 7, 8], ids=lambda T: f"T{T}")
+def test_each_groups_last_chunk_and_only_it_is_final(T, monkeypatch):
+    """Chunks of 3 steps: a T that is a multiple of the chunk ends in a full chunk, which must
+    still be final (the backward forms dh_0 in it), and a short last chunk is final too."""
     monkeypatch.setattr(lstm_triton.launch, "MAX_BARRIER_COUNT", 3)  # P = 1: 3 steps a launch
-    xp, layer, h0, c0, _ = packed_problem(init=init, block_h=32)
+    chip = Chip("tiny", n_sm=2, smem_per_block=1 << 20)
+    for batch_loop in (True, False):  # 3 tiles x 2 directions: one looping launch, or 4 in series
+        plan = schedule(T, 1, 3, 2, PERSISTENT, chip, batch_loop=batch_loop)
+        groups = {(launch.b_tile0, launch.d0) for launch in plan}
+        for b_tile0, d0 in groups:
+            mine = [launch for launch in plan if (launch.b_tile0, launch.d0) == (b_tile0, d0)]
+            assert [(launch.s_begin, launch.n_steps) for launch in mine] == [(s, min(3, T - s)) for s in range(0, T, 3)]
+            assert [launch.final for launch in mine] == [False] * (len(mine) - 1) + [True], (T, b_tile0, d0)
+
+
+@pytest.mark.parametrize(
+    "T, init",
+    [(7, False), (7, True), (6, True)],
+    ids=["T7-zeros", "T7-h0", "T6-h0-exact-chunks"],
+)
+def test_chunked_persistent_launches_match_stepwise(T, init, monkeypatch):
+    """Persistent launches of 3 steps each (T = 7: 3 chunks, the last short; T = 6: 2 full
+    chunks; counters zeroed between them) give the stepwise schedule's bits, forward and
+    backward, dh_0 included (formed in the last chunk's launch)."""
+    monkeypatch.setattr(lstm_triton.launch, "MAX_BARRIER_COUNT", 3)  # P = 1: 3 steps a launch
+    xp, layer, h0, c0, _ = packed_problem(T=T, init=init, block_h=32)
     cfg = LSTMConfig(block_h=32, block_b=4)
-    assert len(schedule(7, 1, 2, 2, PERSISTENT, Chip("any", 8, 1 << 20))) == 3
+    assert len(schedule(T, 1, 2, 2, PERSISTENT, Chip("any", 8, 1 << 20))) == triton.cdiv(T, 3)
     fwd = [lstm_recurrent_fwd(xp, layer, h0, c0, cfg, mode=m, save=True) for m in (PERSISTENT, STEPWISE)]
     for name, a, b in zip(("y", "h_n", "c_n"), fwd[0][:3], fwd[1][:3], strict=True):
         assert torch.isfinite(a).all() and torch.equal(a, b), name
@@ -212,5 +250,6 @@ def test_chunked_persistent_launches_match_stepwise(init, monkeypatch):
     dy, dh_n, dc_n = torch.randn_like(y), torch.randn_like(h_n), torch.randn_like(c_n)
     grads = [lstm_recurrent_bwd(dy, dh_n, dc_n, layer, y, h0, c0, saved, cfg, mode=m) for m in (PERSISTENT, STEPWISE)]
     for name, a, b in zip(("dxp", "dw_hh", "dh0", "dc0"), *grads, strict=True):
+        assert (a is None) == (b is None) == (name == "dh0" and not init), name
         if a is not None:
             assert torch.isfinite(a).all() and torch.equal(a, b), name

@@ -30,13 +30,15 @@ from lstm_triton.launch import (
     STEPWISE,
     BarrierTimeoutError,
     Saved,
+    check_timeouts,
     lstm_recurrent_bwd,
     lstm_recurrent_fwd,
     schedule,
+    timeout_flag,
 )
 from lstm_triton.layout import PackedLayer, pack_layer
 from lstm_triton.reference import lstm_reference
-from tests.helpers import assert_close, dtype_id, tolerance
+from tests.helpers import DEVICE, assert_close, dtype_id, tolerance
 from tests.interleaving import Deadlock, Launch, NotInterleaved, Schedule, UnsupportedTriton, concurrent_programs
 from tests.test_backward import grad_tolerance
 from tests.test_projections import Case as ModuleCase
@@ -113,6 +115,11 @@ CASES = [
     # one launch: each program walks 3 batch tiles per step, both directions
     Case(H=16, block_h=8, B=5, block_b=2, T=4, bi=True, init=True, lengths=(4, 1, 3, 2, 4), n_sm=4),
     Case(H=28, block_h=8, B=3, block_b=2, T=3, dtype=BF16, n_sm=4),  # P = 4, padded units, 2 tiles
+    # 2 batch programs, each walking every 2nd of the 4 tiles (0, 2 and 1, 3) per step
+    Case(H=16, block_h=8, B=8, block_b=2, T=3, init=True, n_sm=4),
+    # 2 batch programs per direction over 3 tiles (0, 2 and 1), in 2 full chunks of 2 steps: the
+    # second (T a multiple of the chunk) is the last, which forms dh_0
+    Case(H=16, block_h=8, B=5, block_b=2, T=4, bi=True, init=True, lengths=(4, 1, 3, 2, 4), n_sm=8, max_count=4),
     # 2 steps a launch (counts up to 4 at P = 2): 3 chunks x 2 launches of one barrier group
     Case(H=16, block_h=8, B=2, block_b=2, T=5, bi=True, init=True, n_sm=2, max_count=4),
 ]
@@ -344,7 +351,8 @@ def test_racy_kernel_is_caught(kernel, barrier, seed, monkeypatch):
 @pytest.mark.parametrize("kernel", ["fwd", "bwd"])
 def test_barrier_that_cannot_open_times_out(kernel, monkeypatch):
     """A group that can never be complete: every program's bounded wait runs out, the kernel
-    finishes and the host raises BarrierTimeoutError; the harness sees no hang."""
+    finishes and the host raises BarrierTimeoutError, once (the flag is cleared); the harness
+    sees no hang."""
     prob = problem(RACE_CASE)
     monkeypatch.setattr(common, "_grid_barrier", _barrier_one_short)
     with concurrent_programs(0) as sched, warnings.catch_warnings():
@@ -353,6 +361,8 @@ def test_barrier_that_cannot_open_times_out(kernel, monkeypatch):
             run_persistent(kernel, RACE_CASE, prob, max_spins=8)
     (launch,) = sched.launches
     assert launch.waits >= 8, "no program ran its wait down"
+    assert not timeout_flag(DEVICE).any(), "the reported time-out's flag was not cleared"
+    check_timeouts(DEVICE)  # what the next persistent call runs: nothing left to report
 
 
 def test_deadlock_is_reported_not_hung(monkeypatch):
@@ -394,6 +404,7 @@ def test_the_plain_interpreter_is_back_after_a_block():
     with warnings.catch_warnings(), pytest.raises(BarrierTimeoutError):
         warnings.simplefilter("ignore", RuntimeWarning)
         forward(case, problem(case), PERSISTENT, max_spins=8)
+    assert not timeout_flag(DEVICE).any(), "the reported time-out's flag was not cleared"
 
 
 def test_a_block_that_ran_nothing_concurrently_fails():

@@ -181,6 +181,31 @@ def test_plain_configs_reach_the_backward_config():
     assert not training_config(replace(heuristic(1024, 256, 2, BF16, H200), batch_loop=False)).batch_loop
 
 
+DOT_T = LSTMConfig(block_h=8, block_b=8, split_k=4, gates_on_m=True)  # the transposed dot at H=1024, B=8
+
+
+@pytest.mark.parametrize("source", ["heuristic", "tuned"])
+def test_plain_configs_leave_out_a_picked_transposed_dot(source, tmp_path, monkeypatch):
+    """On a (pretend) GPU whose call picks the transposed dot, from the heuristic (where it pays:
+    triton >= 3.8) or from a tuned entry, plain_configs runs that config without it and without
+    the batch loop (the interpreter's and triton 3.6's picks never hold it)."""
+    monkeypatch.setattr(dispatch, "interpreting", lambda: False)
+    monkeypatch.setattr(dispatch, "chip_of", lambda device: FAKE)
+    monkeypatch.setattr("lstm_triton.tuning.triton.__version__", TRITON)
+    monkeypatch.setattr(configs, "GATES_ON_M_PAYS", source == "heuristic")  # the tuned dotT: not the heuristic's
+    training = source == "heuristic"  # training runs the heuristic; inference the tuned entry
+    heuristic.cache_clear()  # its picks are memoized: none made with the patched flag may outlive the test
+    try:
+        path = write_cache(tmp_path / "c.json", entry(batch=8, config=DOT_T))
+        pick = select_config(1024, 8, 1, BF16, torch.device("cuda"), training=training, cache=path)
+        with plain_configs():
+            plain_pick = select_config(1024, 8, 1, BF16, torch.device("cuda"), training=training, cache=path)
+    finally:
+        heuristic.cache_clear()
+    assert pick.gates_on_m and pick.batch_loop and (source == "heuristic" or pick == DOT_T)
+    assert plain_pick == replace(pick, gates_on_m=False, batch_loop=False)
+
+
 def test_the_interpreter_gets_one_candidate():
     assert candidates(256, 64, 2, BF16, INTERPRETER) == [heuristic(256, 64, 2, BF16, INTERPRETER)]
 
