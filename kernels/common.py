@@ -1,7 +1,16 @@
 """Shared @triton.jit helpers: activations, the gate split, and the bounded grid barrier."""
 
+import os
+
 import triton
 import triton.language as tl
+
+# Triton's interpreter runs the kernels (CPU tests): Triton itself reads TRITON_INTERPRET when a
+# kernel is defined, as this module is imported. A block mask `&` a scalar condition is written
+# `tl.where(cond, mask, False) if INTERPRETED else mask & cond`: triton 3.9's interpreter types
+# that `&` as int32, which its loads and stores refuse as a mask, and compiled the select (or a
+# helper function holding either) changes the step's code (triton 3.8: fp32 backward +1..3 SASS)
+INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"))
 
 # Counter value written on a barrier time-out: above any target P * T a launch can reach, so
 # every later wait of every program passes at once and the kernel finishes instead of hanging.

@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from .common import (
+    INTERPRETED,
     _cast_for_store,
     _end_step,
     _join_gates,
@@ -71,14 +72,15 @@ def _saved_step(
     """What the backward reads of the forward's step ``k`` (nothing unless ``live``), as stored:
     dy, the activated gates, c_k and c_{k-1} (zero past a row's length, and c_{k-1} at k = 0)."""
     t, rows = _step_rows(k, d, lens, m_b, USE_LENGTHS)
-    rows = rows & live
+    rows = tl.where(live, rows, False) if INTERPRETED else rows & live
     m_own = m_s & rows[:, None]
     b_dy = tl.load(p_dy + (o_dyrow + t * stride_dyt)[:, None] + o_us, mask=m_own, other=0.0)
     b_a = tl.load(p_gates + (o_xrow + t * stride_xt)[:, None] + o_x, mask=rows[:, None], other=0.0)
     b_c = tl.load(p_cs + (o_yrow + t * stride_yt)[:, None] + o_us, mask=m_own, other=0.0)
     t_earlier, _ = _row_times(k - 1, d, lens)  # the forward's previous step (k >= 1)
     o_cp = (o_yrow + t_earlier * stride_yt)[:, None] + o_us
-    b_cp = tl.load(p_cs + o_cp, mask=m_own & (k > 0), other=0.0)
+    m_cp = tl.where(k > 0, m_own, False) if INTERPRETED else m_own & (k > 0)
+    b_cp = tl.load(p_cs + o_cp, mask=m_cp, other=0.0)
     return b_dy, b_a, b_c, b_cp
 
 
@@ -160,7 +162,7 @@ def _lstm_bwd_kernel(
     p_c0,  # [DIRS, B, H] initial cell state (read when USE_INITIAL_STATE)
     p_w,  # [DIRS, H_PAD, n_cols] packed W_hh^T, as the forward had it
     p_dhn,  # [DIRS, B, H] fp32 gradient of h_n
-    p_dc,  # [DIRS, B, H] fp32 cell-state gradient: read at s_begin, written after the last step
+    p_dc,  # [DIRS, B, H] fp32 cell-state gradient: read at s_begin, written at the end (BATCH_LOOP: every step)
     p_dx,  # [T, B, DIRS * n_cols] out: gradient of the input projection (xp's strides)
     p_dh0,  # [DIRS, B, H] out: gradient of h_0 (written when final)
     p_len,  # [B] int32 sequence lengths in 1..T (read when USE_LENGTHS; otherwise all are T)

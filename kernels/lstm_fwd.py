@@ -12,14 +12,16 @@ passes the barrier once: one copy of the weight slice serves the whole batch, so
 any size is one launch. The cell state of each tile then lives in ``p_c`` between steps.
 
 Two launch modes, one body: persistent (all steps in one launch, ``USE_BARRIER`` when the group
-has more than one program) and stepwise (one launch per step, the launch boundary is the
-barrier; for Triton's interpreter, which runs programs one after another).
+has more than one program, and under the interpreter at one too, to run the barrier's code) and
+stepwise (one launch per step, the launch boundary is the barrier; for Triton's interpreter,
+which runs programs one after another).
 """
 
 import triton
 import triton.language as tl
 
 from .common import (
+    INTERPRETED,
     _cast_for_store,
     _end_step,
     _gate_columns,
@@ -104,10 +106,12 @@ def _h_before(
     copy of the dot into each arm."""
     t_prev, _ = _row_times(s - 1, d, lens)
     o_yh, m_h = _row_tile(o_yrow + t_prev * stride_yt, m_b, H, H_PAD, SPLIT_K)
-    b_h = tl.load(p_y + o_yh, mask=m_h & (s > 0), other=0.0, cache_modifier=".cg")
+    m_h = tl.where(s > 0, m_h, False) if INTERPRETED else m_h & (s > 0)
+    b_h = tl.load(p_y + o_yh, mask=m_h, other=0.0, cache_modifier=".cg")
     if USE_INITIAL_STATE:
         o_h0, m_h0 = _row_tile(d * B * H + o_b * H, m_b, H, H_PAD, SPLIT_K)
-        b_h = tl.where(s == 0, tl.load(p_h0 + o_h0, mask=m_h0 & (s == 0), other=0.0), b_h)
+        m_h0 = tl.where(s == 0, m_h0, False) if INTERPRETED else m_h0 & (s == 0)
+        b_h = tl.where(s == 0, tl.load(p_h0 + o_h0, mask=m_h0, other=0.0), b_h)
     return b_h
 
 
@@ -168,7 +172,7 @@ def _lstm_fwd_kernel(
     p_x,  # [T, B, DIRS, n_cols] input projection in kernel column order (strides below)
     p_w,  # [DIRS, H_PAD, n_cols] packed W_hh^T, activation dtype
     p_h0,  # [DIRS, B, H] initial hidden state (read when USE_INITIAL_STATE)
-    p_c,  # [DIRS, B, H] fp32 cell state: read at s_begin, written after the last step
+    p_c,  # [DIRS, B, H] fp32 cell state: read at s_begin, written at the end (BATCH_LOOP: every step)
     p_y,  # [T, B, DIRS * H] output, also the h exchange buffer (strides below)
     p_gates,  # like p_x: the activated gates i, f, g, o of every step (written when SAVE)
     p_cs,  # like p_y: the cell state of every step (written when SAVE)
@@ -278,7 +282,9 @@ def _lstm_fwd_kernel(
                 _, m_bn, o_bn64, lens_n, _, _ = _tile_rows(tile, B, p_len, T, d, o_unit, H, BLOCK_B, USE_LENGTHS)
                 t_n, rows_n = _step_rows(s_next, d, lens_n, m_bn, USE_LENGTHS)
                 o_xt = (o_bn64 * stride_xb + d * n_cols + t_n * stride_xt)[:, None] + o_n
-                b_x = tl.load(p_x + o_xt, mask=(rows_n & (s_next < s_end))[:, None], other=0.0)
+                more = s_next < s_end
+                m_x = tl.where(more, rows_n, False) if INTERPRETED else rows_n & more
+                b_x = tl.load(p_x + o_xt, mask=m_x[:, None], other=0.0)
             _end_step(p_cnt, p_err, n_prog * (s - s_begin + 1), max_spins, USE_BARRIER)
     else:
         o_yrow = o_b64 * stride_yb + d * H  # row starts in y[t] (+ time * stride_yt)
@@ -317,12 +323,12 @@ def _lstm_fwd_kernel(
             # next step's projection is loaded before the barrier: its latency hides behind the wait
             more = s + 1 < s_end
             t_next, rows_next = _step_rows(s + 1, d, lens, m_b, USE_LENGTHS)
-            b_x = tl.load(
-                p_x + (o_xrow + t_next * stride_xt)[:, None] + o_n, mask=(rows_next & more)[:, None], other=0.0
-            )
+            m_x = tl.where(more, rows_next, False) if INTERPRETED else rows_next & more
+            b_x = tl.load(p_x + (o_xrow + t_next * stride_xt)[:, None] + o_n, mask=m_x[:, None], other=0.0)
             _end_step(p_cnt, p_err, n_prog * (s - s_begin + 1), max_spins, USE_BARRIER)
             # h_t of the whole group (.cg, as in _h_before)
             o_yh, m_h = _row_tile(o_yrow + t * stride_yt, m_b, H, H_PAD, SPLIT_K)
-            b_h = tl.load(p_y + o_yh, mask=m_h & more, other=0.0, cache_modifier=".cg")
+            m_h = tl.where(more, m_h, False) if INTERPRETED else m_h & more
+            b_h = tl.load(p_y + o_yh, mask=m_h, other=0.0, cache_modifier=".cg")
             t, rows = t_next, rows_next
         tl.store(p_c + o_s, c, mask=m_s)

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 import triton
 from triton.backends.compiler import GPUTarget
+from triton.backends.nvidia.compiler import get_ptxas
 from triton.compiler import ASTSource, make_backend
 from triton.runtime.jit import create_function_from_signature
 
@@ -169,8 +170,9 @@ def compile_call(kernel, args, kwargs, target: GPUTarget = SM90):
 
 
 def _ptxas_resources(ptx: str, target: GPUTarget) -> tuple[int, int]:
-    """(registers per thread, spill bytes stored + loaded) from the bundled ptxas -v."""
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    """(registers per thread, spill bytes stored + loaded) from ptxas -v, the ptxas Triton itself
+    assembles this target with (triton 3.9 emits PTX that only its ``ptxas-blackwell`` reads)."""
+    ptxas = get_ptxas(target.arch).path
     arch = f"sm_{target.arch}a" if target.arch >= 90 else f"sm_{target.arch}"
     with tempfile.TemporaryDirectory(prefix="lstm_triton_aot_") as d:
         path = os.path.join(d, "k.ptx")

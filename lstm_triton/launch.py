@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 import triton
 
-from ._env import interpreting
+from ._env import check_interpreter, interpreting
 from .configs import INTERPRETER, Chip, LSTMConfig, check_config, chip_of, thread_registers
 from .kernels.common import BARRIER_POISON
 from .kernels.lstm_bwd import _lstm_bwd_kernel
@@ -23,9 +23,13 @@ MAX_BARRIER_COUNT = BARRIER_POISON.value - 1
 
 PERSISTENT, STEPWISE = "persistent", "stepwise"
 
+# Multiply-adds contracted to FMA, as every Triton up to 3.9 does by default: set for our kernels,
+# since Triton 3.10 turns the default off (a change of numerics and of the compiled step)
+FP_FUSION = True
+
 # Each call looks at its device's barrier time-out flag without a host sync (``check_timeouts``).
-# Every persistent launch is cooperative (CUDA co-schedules all its programs), so a time-out needs
-# a bug; turning this off leaves such a bug to show only as wrong outputs.
+# Every launch that passes a grid barrier is cooperative (CUDA co-schedules all its programs), so a
+# time-out needs a bug; turning this off leaves such a bug to show only as wrong outputs.
 CHECK_TIMEOUTS = True
 
 # Tests set this: every output buffer starts as NaN, so an element no kernel wrote shows.
@@ -169,6 +173,7 @@ def _common_kwargs(config: LSTMConfig, layer: PackedLayer, dtype, step: Step):
         UPCAST=step.interp and dtype != torch.float32,
         num_warps=config.num_warps,
         maxnreg=thread_registers(config.num_warps),
+        enable_fp_fusion=FP_FUSION,
         launch_cooperative_grid=step.barrier and not step.interp,
     )
 
@@ -275,6 +280,8 @@ def _launch_schedule(
     gives each launch's arguments. Returns whether the launches passed the grid barrier (then
     the time-out flag in their arguments tells whether one timed out)."""
     interp = interpreting()
+    if interp:
+        check_interpreter()
     exact_fp32 = (not torch.backends.cudnn.allow_tf32) if exact_fp32 is None else exact_fp32
     n_prog, n_tiles = config.programs(hidden_size), triton.cdiv(B, config.block_b)
     mode = mode or default_mode(n_prog)
@@ -546,7 +553,7 @@ def check_timeouts(device, wait: bool = False) -> None:
         w.seen.zero_()
         w.copied = None
         raise BarrierTimeoutError(
-            "lstm_triton: the recurrent kernel's grid barrier timed out (its programs were not all "
-            "resident on the GPU); the outputs of the calls since the last check are invalid. The GPU is "
-            "still usable."
+            "lstm_triton: the recurrent kernel's grid barrier timed out (a bug: a cooperative launch runs "
+            "every program of a barrier group at once); the outputs of the calls since the last check are "
+            "invalid. The GPU is still usable."
         )

@@ -405,18 +405,21 @@ def _add_operand(a: _Analysis, b: int, i: Instr) -> int | None:
 
 
 def check_barrier(a: _Analysis, counter: str, exchange: str) -> list[str]:
-    """The grid barrier's arrive (an atomic add of a non-zero value to the counter) and polls
-    (loads of the counter, or atomic adds of zero)."""
+    """The grid barrier's arrive (an atomic add of a non-zero value to the counter: ``atom``, or
+    ``red`` where its result is unused, as triton 3.9 emits it) and polls (loads of the counter,
+    or atomic adds of zero)."""
     arrives, polls, out = [], [], []
-    for b, i in a.reads(counter):
+    reductions = [(b, i) for b, i in a.writes(counter) if i.parts[0] == "red"]
+    for b, i in a.reads(counter) + reductions:
         op = i.parts[0]
         if op in ("ld", "ldu"):
             polls.append((b, i))
-        elif op == "atom" and ("add" in i.parts or "or" in i.parts):
+        elif op in ("atom", "red") and ("add" in i.parts or "or" in i.parts):
             value = _add_operand(a, b, i)
             if value is None:
                 arrives.append((b, i))
-                polls.append((b, i))
+                if op == "atom":  # a red returns nothing: never a poll
+                    polls.append((b, i))
             else:
                 (polls if value == 0 else arrives).append((b, i))
     if not any(b in a.loops for b, _ in arrives) or not any(b in a.loops for b, _ in polls):

@@ -6,14 +6,13 @@ The time loop is the kernel's widest loop (a backward branch); the grid barrier'
 innermost loop inside it that loads with ``.STRONG.GPU`` (acquire polls compile to such loads).
 """
 
-import os
 import re
 import subprocess
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
 
-import triton
+from triton import knobs
 
 # SASS opcode (its first dot-separated word) -> the class counted per step
 CLASSES = {
@@ -59,8 +58,9 @@ class Instr:
 
 
 def nvdisasm(cubin: bytes) -> str:
-    """SASS text of a cubin, from the disassembler in Triton's wheel."""
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "nvdisasm")
+    """SASS text of a cubin, from the disassembler Triton itself uses (its wheel's, or
+    ``TRITON_NVDISASM_PATH``)."""
+    tool = knobs.nvidia.nvdisasm.path
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()

@@ -148,6 +148,26 @@ def test_ptx_checks_want_a_cta_barrier_between_polls_and_exchange_loads(sync, fo
     assert {p.split(":", 1)[0] for p in problems} == found, problems
 
 
+ATOM_ARRIVE = "atom.global.gpu.release.add.u32 %r3, [%rd3], %r2;"
+
+
+@pytest.mark.parametrize(
+    "arrive, found",
+    [
+        pytest.param("red.global.gpu.release.add.u32 [%rd3], %r2;", set(), id="red-release"),
+        pytest.param("red.global.gpu.relaxed.add.u32 [%rd3], %r2;", {BARRIER_SEMANTICS}, id="red-relaxed"),
+        pytest.param("red.global.cta.release.add.u32 [%rd3], %r2;", {BARRIER_SEMANTICS}, id="red-cta"),
+        pytest.param("mov.b32 %r3, 0;", {BARRIER_SEMANTICS}, id="no-arrive"),
+    ],
+)
+def test_ptx_checks_read_an_arrive_without_result(arrive, found):
+    """Triton 3.9 emits the arrive, whose result the kernel ignores, as ``red``: it must count as
+    the arrive, with its semantics checked as an ``atom``'s."""
+    ptx = BARRIER_STEP_PTX.replace("SYNC_AFTER_POLLS", "bar.sync 0;").replace(ATOM_ARRIVE, arrive)
+    problems = check_ptx(ptx, ["p_w", "p_y", "p_cnt"], weights="p_w", exchange="p_y", counter="p_cnt")
+    assert {p.split(":", 1)[0] for p in problems} == found, problems
+
+
 # ---- the variants (compiled in a subprocess: the kernels must not be interpreted) ----
 
 
