@@ -136,13 +136,22 @@ def install_torch(py: Path, pip: list, name: str, vs: VersionSet) -> tuple[str, 
     return vs.torch, triton
 
 
+def stamped_key(stamp: Path) -> str | None:
+    """The set-up key a stamp records; None for none, or one from an older dev.py."""
+    try:
+        recorded = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return None
+    return recorded.get("key") if isinstance(recorded, dict) else None
+
+
 def ensure_env(name: str) -> Path:
     """The environment of version set ``name``, installed if its stamp is missing or stale;
     returns its python."""
     vs = VERSION_SETS[name]
     venv = ROOT / vs.venv
     py, stamp, key = venv_python(venv), venv / STAMP, setup_key(vs)
-    if py.exists() and stamp.exists() and json.loads(stamp.read_text()).get("key") == key:
+    if py.exists() and stamped_key(stamp) == key:
         return py
     print(f"setting up {vs.venv} ({name}: torch {vs.torch}, triton {vs.triton}); the first time takes minutes")
     if not py.exists():

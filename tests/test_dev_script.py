@@ -53,3 +53,20 @@ def test_pinned_triton_reads_the_installed_torch():
     build none."""
     pinned = dev.pinned_triton(Path(sys.executable))
     assert pinned is None or pinned == triton.__version__
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ('{"key": "k", "torch": "2.11.0", "triton": "3.6.0"}', "k"),
+        ('{"venv": ".venv", "torch": "2.13.0", "triton": "3.6.0", "sources": "s"}', None),  # an older dev.py's
+        ("not json", None),
+        ('["k"]', None),
+    ],
+    ids=["current", "older", "garbage", "list"],
+)
+def test_a_stamp_from_elsewhere_means_set_up_again(tmp_path, text, key):
+    stamp = tmp_path / dev.STAMP
+    stamp.write_text(text)
+    assert dev.stamped_key(stamp) == key
+    assert dev.stamped_key(tmp_path / "missing") is None
