@@ -121,10 +121,13 @@ def install_torch(py: Path, pip: list, name: str, vs: VersionSet) -> tuple[str, 
         run([*pip, f"torch=={vs.torch}", "--index-url", TORCH_CPU_INDEX])
         build = "CPU build"
     else:
+        if not has_nvidia_gpu():
+            print(
+                f"torch's CPU index ({TORCH_CPU_INDEX}) cannot be reached: its CUDA build, which runs on a CPU too",
+                flush=True,
+            )
         run([*pip, f"torch=={vs.torch}"])
-        build = (
-            "CUDA build" if has_nvidia_gpu() else "CUDA build (torch's CPU index cannot be reached; it runs on a CPU)"
-        )
+        build = "CUDA build"
     triton = pinned_triton(py) or vs.triton
     if not TRITON_RANGE[0] <= minor(triton) <= TRITON_RANGE[1]:
         lo, hi = (".".join(map(str, v)) for v in TRITON_RANGE)
