@@ -15,9 +15,9 @@
 #
 # `bash bench/gpu_check.sh --dry-run` needs no GPU (tests/test_gpu_check.py runs it): every step's
 # command as far as it goes without CUDA, so a broken step fails there and not on the GPU lease.
-# The install goes to a throwaway prefix, the compile check compiles DRY_AOT_ONLY's configs, the
-# python CLIs get --dry-run (arguments, sweeps, providers, plans, the report folder, under $OUT),
-# pytest only collects the GPU tests; nvidia-smi and compute-sanitizer are skipped.
+# The install only builds its metadata (pip --dry-run), the compile check compiles DRY_AOT_ONLY's
+# configs, the python CLIs get --dry-run (arguments, sweeps, providers, plans, the report folder,
+# under $OUT), pytest only collects the GPU tests; nvidia-smi and compute-sanitizer are skipped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -59,16 +59,16 @@ fi
 # setuptools < 70.1 without the wheel package cannot build the editable install (invalid command
 # 'bdist_wheel'), and the machine has no network: the checkout then runs as it is, from PYTHONPATH
 install=(python3 -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .)
-if [ $DRY_RUN -eq 1 ]; then  # the same build, into a prefix that nothing imports from
-    prefix=$(mktemp -d)
-    trap 'rm -rf "$prefix"' EXIT
-    install+=(--prefix "$prefix")
+if [ $DRY_RUN -eq 1 ]; then  # the same build's metadata, which fails as the install does (old
+    # setuptools), and nothing installed: an install into another prefix uninstalls the
+    # environment's own lstm-triton first
+    install+=(--dry-run)
 fi
 uninstalled=""
 if ! "${install[@]}" >/dev/null 2>&1; then
     uninstalled="${install[*]} failed"
 elif [ $DRY_RUN -eq 1 ]; then
-    uninstalled="dry run: ${install[*]} installed into a throwaway prefix only"
+    uninstalled="dry run: ${install[*]} installed nothing"
 fi
 if [ -n "$uninstalled" ]; then
     export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
