@@ -49,28 +49,13 @@ def _recurrent_dh(p_dx, o_dg, m_dg, b_wt, SPLIT_K: tl.constexpr, PRECISION: tl.c
 
 
 @triton.jit
-def _saved_step(
-    p_dy,
-    p_gates,
-    p_cs,
-    k,
-    live,
-    d,
-    lens,
-    m_b,
-    m_s,
-    o_dyrow,
-    o_xrow,
-    o_yrow,
-    o_x,
-    o_us,
-    stride_dyt,
-    stride_xt,
-    stride_yt,
-    USE_LENGTHS: tl.constexpr,
-):
+def _saved_step(saved_at, o_rows, k, live, d, lens, m_b, m_s, USE_LENGTHS: tl.constexpr):
     """What the backward reads of the forward's step ``k`` (nothing unless ``live``), as stored:
-    dy, the activated gates, c_k and c_{k-1} (zero past a row's length, and c_{k-1} at k = 0)."""
+    dy, the activated gates, c_k and c_{k-1} (zero past a row's length, and c_{k-1} at k = 0).
+    ``saved_at``: (p_dy, p_gates, p_cs, o_x, o_us, stride_dyt, stride_xt, stride_yt), the same
+    every step; ``o_rows``: the tile's row starts in dy, gates and cs (o_dyrow, o_xrow, o_yrow)."""
+    p_dy, p_gates, p_cs, o_x, o_us, stride_dyt, stride_xt, stride_yt = saved_at
+    o_dyrow, o_xrow, o_yrow = o_rows
     t, rows = _step_rows(k, d, lens, m_b, USE_LENGTHS)
     rows = tl.where(live, rows, False) if INTERPRETED else rows & live
     m_own = m_s & rows[:, None]
@@ -219,6 +204,7 @@ def _lstm_bwd_kernel(
         b_wt = b_wt.to(tl.float32)
     o_us = d * H + o_unit[None, :]  # own units within a row of cs[t] / dy[t]
     o_x = pid_p * N + tl.arange(0, N)[None, :]  # own gate columns within a row
+    saved_at = (p_dy, p_gates, p_cs, o_x, o_us, stride_dyt, stride_xt, stride_yt)  # what _saved_step reads with
     s_end = s_begin + n_steps
 
     # the first tile's rows, and its first step's saved values (the batch loop loads each tile's
@@ -227,26 +213,8 @@ def _lstm_bwd_kernel(
     o_xrow = o_b64 * stride_xb + d * n_cols  # row starts in gates[t] / dx[t] (+ time * stride_xt)
     o_yrow = o_b64 * stride_yb  # row starts in cs[t] (+ time * stride_yt)
     o_dyrow = o_b64 * stride_dyb
-    saved = _saved_step(
-        p_dy,
-        p_gates,
-        p_cs,
-        T - 1 - s_begin,
-        s_begin < s_end,
-        d,
-        lens,
-        m_b,
-        m_s,
-        o_dyrow,
-        o_xrow,
-        o_yrow,
-        o_x,
-        o_us,
-        stride_dyt,
-        stride_xt,
-        stride_yt,
-        USE_LENGTHS,
-    )
+    o_rows = (o_dyrow, o_xrow, o_yrow)
+    saved = _saved_step(saved_at, o_rows, T - 1 - s_begin, s_begin < s_end, d, lens, m_b, m_s, USE_LENGTHS)
     if BATCH_LOOP:
         n_b = tl.num_programs(1)
         n_tiles = tl.cdiv(tl.cdiv(B, BLOCK_B) - b_tile, n_b)
@@ -287,25 +255,9 @@ def _lstm_bwd_kernel(
                 s_next = tl.where(wrap, s + 1, s)
                 tile = tl.where(wrap, b_tile, b_tile + (j + 1) * n_b)
                 _, m_bn, o_bn64, lens_n, m_sn, _ = _tile_rows(tile, B, p_len, T, d, o_unit, H, BLOCK_B, USE_LENGTHS)
+                o_rows_n = (o_bn64 * stride_dyb, o_bn64 * stride_xb + d * n_cols, o_bn64 * stride_yb)
                 saved = _saved_step(
-                    p_dy,
-                    p_gates,
-                    p_cs,
-                    T - 1 - s_next,
-                    s_next < s_end,
-                    d,
-                    lens_n,
-                    m_bn,
-                    m_sn,
-                    o_bn64 * stride_dyb,
-                    o_bn64 * stride_xb + d * n_cols,
-                    o_bn64 * stride_yb,
-                    o_x,
-                    o_us,
-                    stride_dyt,
-                    stride_xt,
-                    stride_yt,
-                    USE_LENGTHS,
+                    saved_at, o_rows_n, T - 1 - s_next, s_next < s_end, d, lens_n, m_bn, m_sn, USE_LENGTHS
                 )
             _end_step(p_cnt, p_err, n_prog * (s - s_begin + 1), max_spins, USE_BARRIER)
         if final != 0:  # dh_0 from the dgates of the forward's first step (each row's time of step 0)
@@ -337,26 +289,7 @@ def _lstm_bwd_kernel(
             dc = _bwd_step_tile(
                 p_dx, saved, dh, dh_n, dc, c_first, k, lens, rows, m_b, o_xt, BLOCK_B, BLOCK_H, USE_LENGTHS, UPCAST
             )
-            saved = _saved_step(
-                p_dy,
-                p_gates,
-                p_cs,
-                k - 1,
-                s + 1 < s_end,
-                d,
-                lens,
-                m_b,
-                m_s,
-                o_dyrow,
-                o_xrow,
-                o_yrow,
-                o_x,
-                o_us,
-                stride_dyt,
-                stride_xt,
-                stride_yt,
-                USE_LENGTHS,
-            )
+            saved = _saved_step(saved_at, o_rows, k - 1, s + 1 < s_end, d, lens, m_b, m_s, USE_LENGTHS)
             _end_step(p_cnt, p_err, n_prog * (s - s_begin + 1), max_spins, USE_BARRIER)
         if final != 0:  # dh_0 from the dgates of the forward's first step (each row's time of step 0)
             dh0 = _dh_after(p_dx, b_wt, 0, d, lens, m_b, o_xrow, n_cols, stride_xt, K_PAD, SPLIT_K, PRECISION, UPCAST)
