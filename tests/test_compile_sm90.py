@@ -56,6 +56,10 @@ def test_grid_configs_compile_for_sm90_without_spills_and_pass_the_ptx_checks():
     ), reports
 
 
+# From triton 3.9 on, Triton puts a CTA barrier before an atomic on a scalar itself (the compiled
+# variant has a bar.sync at the arrive's own line): without ours the arrive is still synchronized
+TRITON_SYNCS_SCALAR_ATOMICS = tuple(int(v) for v in triton.__version__.split(".")[:2]) >= (3, 9)
+
 # What the checks must find in each variant (SMALL and PRODUCT below): nothing in the kernels as
 # they are, the one check a variant breaks in the others.
 EXPECTED = {
@@ -72,7 +76,7 @@ EXPECTED = {
     "fwd-P32-relaxed-arrive": {BARRIER_SEMANTICS},
     "fwd-P32-relaxed-polls": {BARRIER_SEMANTICS},
     "fwd-P32-cta-scope-polls": {BARRIER_SEMANTICS},
-    "fwd-P32-no-cta-barrier-before-arrive": {BARRIER_SEMANTICS},
+    "fwd-P32-no-cta-barrier-before-arrive": set() if TRITON_SYNCS_SCALAR_ATOMICS else {BARRIER_SEMANTICS},
     "bwd-P32": set(),
     "bwd-P32-exchange-through-l1": {EXCHANGE_CACHED},
     "small-loop": set(),  # the batch loop: reloads of the previous step's rows inside a step
