@@ -29,7 +29,7 @@ def check_interpreter() -> None:
     turns a scalar kernel argument into a Python int through a 1-element array, which numpy >= 2.4
     refuses (triton#9171; from triton 3.7 on it takes the element). Only the interpreter needs the
     older numpy: compiled kernels run with any."""
-    tri, npy = _minor(triton.__version__), _minor(numpy.__version__)
+    tri, npy = minor_version(triton.__version__), minor_version(numpy.__version__)
     if tri < (3, 7) and npy >= (2, 4):
         raise InterpreterVersionError(
             f"Triton {triton.__version__}'s interpreter (TRITON_INTERPRET=1) cannot run with numpy "
@@ -37,6 +37,7 @@ def check_interpreter() -> None:
         )
 
 
-def _minor(version: str) -> tuple[int, int]:
+def minor_version(version: str) -> tuple[int, int]:
+    """(major, minor) of a release string such as "3.9.0" or "2.5.0rc1"."""
     major, minor, *_ = version.split(".")
     return int(major), int("".join(c for c in minor if c.isdigit()) or 0)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 import torch
 import triton
 
-from ._env import next_pow2
+from ._env import minor_version, next_pow2
 from .layout import MIN_DOT_K, num_programs, padded_gate_columns, padded_hidden
 
 
@@ -93,7 +93,7 @@ BWD_SAVED_PER_UNIT, MAX_BWD_PREFETCH_REGS, WIDE_BWD_WARPS = 7, 16, 8
 # Triton 3.9 as 3.8 (sm_90 compile check, bf16 B <= 8, H 256-1024): half the MMAs (a quarter at 16
 # units a program), 13-57% fewer instructions a step, 1 critical CTA barrier, no spill
 GATES_ON_M_MIN_TRITON = (3, 8)
-GATES_ON_M_PAYS = tuple(int(v) for v in triton.__version__.split(".")[:2]) >= GATES_ON_M_MIN_TRITON
+GATES_ON_M_PAYS = minor_version(triton.__version__) >= GATES_ON_M_MIN_TRITON
 # Where it stays spill-free (triton 3.8, sm_90 compile check): 16-bit operands, unmasked hidden
 # sizes, and a warp's share of the transposed weights (4*block_h rows x H_PAD / split_k) of at
 # most 32 x 256: more splits (and warps) for wider slices, 8 at 16 units and H = 1024 (with 4,

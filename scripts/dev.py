@@ -117,11 +117,12 @@ def install_torch(py: Path, pip: list, name: str, vs: VersionSet) -> tuple[str, 
     """torch and triton of set ``vs`` into the environment of ``py``; returns the (torch, triton)
     installed. Without a GPU torch's CPU build, where its index can be reached; otherwise the build
     the package index serves, whose CUDA build pins a triton: taken when it is in TRITON_RANGE."""
-    if not has_nvidia_gpu() and reachable(f"{TORCH_CPU_INDEX}/torch/"):
+    gpu = has_nvidia_gpu()
+    if not gpu and reachable(f"{TORCH_CPU_INDEX}/torch/"):
         run([*pip, f"torch=={vs.torch}", "--index-url", TORCH_CPU_INDEX])
         build = "CPU build"
     else:
-        if not has_nvidia_gpu():
+        if not gpu:
             print(
                 f"torch's CPU index ({TORCH_CPU_INDEX}) cannot be reached: its CUDA build, which runs on a CPU too",
                 flush=True,

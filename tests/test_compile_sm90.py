@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from lstm_triton import aot, kernels
+from lstm_triton._env import minor_version
 from lstm_triton.configs import H200, backward_config, heuristic
 from lstm_triton.launch import loops_over_batch
 from lstm_triton.ptx import BARRIER_SEMANTICS, EXCHANGE_CACHED, EXCHANGE_UNSYNCED, WEIGHTS_IN_LOOP, check_ptx
@@ -58,7 +59,7 @@ def test_grid_configs_compile_for_sm90_without_spills_and_pass_the_ptx_checks():
 
 # From triton 3.9 on, Triton puts a CTA barrier before an atomic on a scalar itself (the compiled
 # variant has a bar.sync at the arrive's own line): without ours the arrive is still synchronized
-TRITON_SYNCS_SCALAR_ATOMICS = tuple(int(v) for v in triton.__version__.split(".")[:2]) >= (3, 9)
+TRITON_SYNCS_SCALAR_ATOMICS = minor_version(triton.__version__) >= (3, 9)
 
 # What the checks must find in each variant (SMALL and PRODUCT below): nothing in the kernels as
 # they are, the one check a variant breaks in the others.
